@@ -1,0 +1,76 @@
+"""The ``edgeladder`` command line: parsing only.
+
+Subcommands live in ``edgeladder.commands`` and load lazily, so ``edgeladder --help`` stays
+fast although ``build`` imports TensorFlow. Every :class:`EdgeladderError` is translated here,
+once, into a one-line ``error: ...`` on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from . import __version__
+from .errors import EdgeladderError
+
+# name -> "module:attribute"; adding a command means adding a module and one line here.
+COMMANDS: dict[str, str] = {
+    "build": "edgeladder.commands.build:build",
+    "inspect": "edgeladder.commands.inspect:inspect",
+    "convert": "edgeladder.commands.convert:convert",
+}
+
+_HELP = {
+    "build": "Train, distil, prune and quantize a task's tiers; write artifacts and a report.",
+    "inspect": "Show a .tflite model's ops, tensors, quantization and MACs.",
+    "convert": "Export a .tflite model as C arrays or a MicroPython module.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help without importing every command module.
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, _HELP.get(n, "")) for n in self.list_commands(ctx)])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeladder")
+def edgeladder() -> None:
+    """Tiered edge inference for fleets of microcontrollers.
+
+    Tiny int8 models decide on ESP32 boards under MicroPython; uncertain inputs climb a
+    ladder of larger models on a gateway or in the cloud.
+    """
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        edgeladder.main(args=argv, prog_name="edgeladder", standalone_mode=False)
+    except EdgeladderError as e:
+        click.echo(f"error: {e}", err=True)
+        return 1
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

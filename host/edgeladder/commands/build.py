@@ -1,0 +1,123 @@
+"""``edgeladder build``: parse, delegate to :mod:`edgeladder.train.pipeline`, print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import RecipeError
+
+
+@click.command()
+@click.argument("task", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--dataset",
+    type=click.Path(path_type=Path),
+    help="Build from a .npz dataset (x, y[, x_test, y_test, labels]) without a recipe;"
+    " tiers are picked from the input rank.",
+)
+@click.option(
+    "--out", "-o", type=click.Path(path_type=Path), help="Output folder (default: build/<task>/)."
+)
+@click.option("--seed", type=int, default=None, help="Override the recipe's seed.")
+@click.option(
+    "--epochs", type=int, default=None, help="Cap every tier's epochs (quick trial runs)."
+)
+@click.option("--force", is_flag=True, help="Rebuild even if the artifacts are up to date.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
+def build(
+    task: Path | None,
+    dataset: Path | None,
+    out: Path | None,
+    seed: int | None,
+    epochs: int | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Build every tier of TASK (a folder with recipe.toml, e.g. models/digits).
+
+    Trains the teacher, distils the students (and trains label-only baselines to show what
+    distillation bought), prunes where the recipe asks, quantizes to int8 full-integer,
+    evaluates float and int8 (LiteRT), and writes per tier the .keras, the int8 .tflite,
+    its C array and golden vectors, plus report.json. An unchanged recipe and dataset reuse
+    the previous artifacts.
+    """
+    from ..recipe import default_recipe, load_recipe
+
+    if (task is None) == (dataset is None):
+        raise click.UsageError("give a TASK folder or --dataset FILE.npz (one of them)")
+    if task is not None:
+        recipe = load_recipe(task)
+    else:
+        from ..data import load_dataset
+
+        ds = load_dataset(dataset)
+        recipe = default_recipe(dataset, len(ds.input_shape))
+    if seed is not None:
+        recipe.seed = seed
+    if epochs is not None:
+        if epochs < 1:
+            raise RecipeError("--epochs must be at least 1")
+        for t in recipe.tiers:
+            t.epochs = min(t.epochs, epochs)
+            if t.prune:
+                t.prune.epochs = min(t.prune.epochs, epochs)
+    out = out or Path("build") / recipe.task
+
+    from ..train.pipeline import build as run_build
+    from .progress import RichProgress
+
+    with RichProgress(title=f"build {recipe.task}", quiet=as_json) as progress:
+        result = run_build(recipe, out, force=force, progress=progress)
+    if as_json:
+        click.echo(json.dumps(result.report, indent=2))
+        return
+    if result.reused:
+        click.echo(
+            f"Up to date: reused the artifacts in {out}/ (recipe and data unchanged,"
+            f" key {result.report['cache_key'][:12]}). Use --force to rebuild."
+        )
+    else:
+        click.echo(f"Built {recipe.task} in {result.seconds:.0f} s into {out}/")
+    print_report(result.report)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{report['task']}: accuracy on the test split", title_justify="left")
+    for col in ("tier", "board", "params", "MACs", "bytes", "float", "int8", "no-KD", "zeros"):
+        t.add_column(col, justify="left" if col in ("tier", "board") else "right")
+    for name, r in report["tiers"].items():
+        base = "teacher" if not r["distilled"] else f"{r['baseline_accuracy_int8']:.1%}"
+        t.add_row(
+            name,
+            r["board"],
+            f"{r['params']:,}",
+            f"{r['macs']:,}",
+            f"{r['tflite_bytes']:,}",
+            f"{r['accuracy_float']:.1%}",
+            f"{r['accuracy_int8']:.1%}",
+            base,
+            f"{r['sparsity']:.0%}",
+        )
+    console = Console()
+    console.print(t)
+    console.print(
+        "bytes: int8 .tflite size; no-KD: the same student trained on labels only (int8);"
+        " zeros: share of int8 weights that are zero"
+    )
+    for name, r in report["tiers"].items():
+        p = r.get("pruning")
+        if p:
+            console.print(
+                f"[bold]{name}[/] pruned to {p['kernel_sparsity']:.0%}: gzip"
+                f" {p['unpruned_gzip_bytes']:,} → {r['gzip_bytes']:,} B, .tflite"
+                f" {p['unpruned_tflite_bytes']:,} → {r['tflite_bytes']:,} B, int8 accuracy"
+                f" {p['unpruned_accuracy_int8']:.2%} → {r['accuracy_int8']:.2%};"
+                f" MACs skipped: {p['macs_skipped']} (dense int8 kernels multiply the zeros)."
+            )

@@ -1,0 +1,1 @@
+"""Training, distillation, pruning, int8 conversion and evaluation (needs the `train` extra)."""

@@ -1,0 +1,161 @@
+"""The model pipeline end to end: the real digits build, and builds without a recipe."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import synthetic
+
+from edgeladder.cli import main
+from edgeladder.litert import Int8Runner
+from edgeladder.recipe import load_recipe
+from edgeladder.tflite.reader import read_model
+from edgeladder.train.pipeline import build
+
+pytestmark = pytest.mark.slow
+
+
+# ---- the digits build: the figures the foundation promises -------------------------------
+
+
+def test_digits_report_meets_the_bar(digits_build):
+    tiers = digits_build.report["tiers"]
+    assert list(tiers) == ["tiny", "medium", "large"]
+    for name, t in tiers.items():
+        assert abs(t["accuracy_float"] - t["accuracy_int8"]) <= 0.01, name
+        for key in ("accuracy_float", "accuracy_int8", "baseline_accuracy_int8"):
+            assert 0.0 <= t[key] <= 1.0
+    assert tiers["large"]["accuracy_int8"] >= 0.98
+    assert tiers["tiny"]["tflite_bytes"] <= 16 * 1024
+    assert tiers["tiny"]["macs"] <= 20_000
+    acc = {n: t["accuracy_int8"] for n, t in tiers.items()}
+    assert acc["tiny"] < acc["medium"] <= acc["large"]
+
+
+def test_digits_report_matches_the_artifacts(digits_build):
+    out, report = digits_build.out, digits_build.report
+    assert json.loads((out / "report.json").read_text()) == report
+    for name, t in report["tiers"].items():
+        tfl = (out / t["files"]["tflite"]).read_bytes()
+        assert len(tfl) == t["tflite_bytes"]
+        assert hashlib.sha256(tfl).hexdigest() == t["tflite_sha256"]
+        assert len(gzip.compress(tfl, 9, mtime=0)) == t["gzip_bytes"]
+        model = read_model(tfl)
+        assert model.input_tensors()[0].dtype == "INT8", name
+        assert model.output_tensors()[0].dtype == "INT8", name
+        # Weights per channel: one scale per output channel of every FC/conv weight tensor.
+        for op in model.ops:
+            if op.op_name in ("FULLY_CONNECTED", "CONV_2D"):
+                w = model.tensors[op.inputs[1]]
+                assert len(w.scales) == w.shape[0] > 1, (name, op.index)
+
+
+def test_golden_vectors_are_what_litert_answers(digits_build):
+    out = digits_build.out
+    for name, t in digits_build.report["tiers"].items():
+        golden = json.loads((out / t["files"]["golden"]).read_text())
+        runner = Int8Runner.from_bytes((out / t["files"]["tflite"]).read_bytes(), name)
+        x = np.array(golden["inputs"], dtype=np.int8).reshape(-1, *golden["input_shape"])
+        assert len(x) >= 4
+        assert np.array_equal(runner.run_int8(x).reshape(len(x), -1), golden["outputs"])
+
+
+def test_c_arrays_compile_and_round_trip(digits_build, tmp_path):
+    out = digits_build.out
+    for name, t in digits_build.report["tiers"].items():
+        header, source = out / t["files"]["c_header"], out / t["files"]["c_source"]
+        symbol = header.stem
+        main_c = tmp_path / f"{name}_main.c"
+        main_c.write_text(
+            f'#include <stdio.h>\n#include "{header.name}"\n'
+            "int main(int argc, char **argv) {\n"
+            "  (void)argc;\n"
+            '  FILE *f = fopen(argv[1], "wb");\n'
+            f"  size_t n = fwrite({symbol}, 1, {symbol}_len, f);\n"
+            "  fclose(f);\n"
+            f"  return n == {symbol}_len ? 0 : 1;\n}}\n"
+        )
+        exe = tmp_path / name
+        flags = ["-std=c11", "-Wall", "-Wextra", "-Werror"]
+        subprocess.run(["gcc", *flags, "-c", str(source), "-o", str(tmp_path / "m.o")], check=True)
+        subprocess.run(
+            ["gcc", *flags, f"-I{header.parent}", str(main_c), str(source), "-o", str(exe)],
+            check=True,
+        )
+        back = tmp_path / f"{name}.bin"
+        subprocess.run([str(exe), str(back)], check=True)
+        assert back.read_bytes() == (out / t["files"]["tflite"]).read_bytes(), name
+
+
+def test_distillation_and_pruning_are_reported_honestly(digits_build):
+    tiers = digits_build.report["tiers"]
+    assert tiers["large"]["distilled"] is False
+    assert tiers["tiny"]["distilled"] and tiers["medium"]["distilled"]
+    p = tiers["medium"]["pruning"]
+    assert p["target_sparsity"] == 0.5
+    # Sparsity is read from the int8 weights that ship, not from the float model.
+    assert tiers["medium"]["sparsity"] >= 0.5
+    assert p["macs_skipped"] == 0
+    assert tiers["medium"]["gzip_bytes"] < p["unpruned_gzip_bytes"]
+    assert tiers["tiny"]["pruning"] is None
+
+
+def test_second_build_reuses_the_artifacts(digits_build):
+    again = build(load_recipe(Path("models/digits")), digits_build.out)
+    assert again.reused
+    assert again.report == digits_build.report
+    assert again.seconds < 60
+
+
+# ---- builds from a bare .npz: the tiers follow the input rank ------------------------------
+
+
+def _ops(path: Path) -> set[str]:
+    return {op.op_name for op in read_model(path).ops}
+
+
+@pytest.mark.parametrize(
+    ("make", "has_conv"),
+    [(synthetic.time_series, True), (synthetic.tabular, False)],
+    ids=["time-series", "tabular"],
+)
+def test_build_from_npz_without_recipe(tmp_path, capsys, make, has_conv):
+    data = make(tmp_path / "data.npz")
+    out = tmp_path / "out"
+    code = main(["build", "--dataset", str(data), "--out", str(out), "--epochs", "8", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((out / "report.json").read_text())
+    assert set(report["tiers"]) == {"tiny", "medium", "large"}
+    for t in report["tiers"].values():
+        assert (out / t["files"]["tflite"]).exists()
+        assert (out / t["files"]["c_source"]).exists()
+        assert ("CONV_2D" in _ops(out / t["files"]["tflite"])) == has_conv
+        assert t["accuracy_int8"] > 0.5  # well above chance (1/3) even after 8 epochs
+    task = json.loads((out / "task.json").read_text())
+    assert len(task["normalize"]["scale"]) == read_model(
+        out / report["tiers"]["tiny"]["files"]["tflite"]
+    ).input_tensors()[0].shape[-1]
+
+
+def test_failed_build_leaves_nothing(tmp_path, capsys):
+    data = synthetic.tabular(tmp_path / "data.npz")
+    recipe = tmp_path / "task" / "recipe.toml"
+    recipe.parent.mkdir()
+    recipe.write_text(
+        f'[data]\nsource = "{data}"\n'
+        '[tiers.small]\narch = "dense"\nunits = [8]\n'
+        '[tiers.big]\narch = "dense"\nunits = [16]\nteacher = true\nbogus = 3\n'
+    )
+    out = tmp_path / "out"
+    assert main(["build", str(recipe.parent), "--out", str(out), "--epochs", "1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "bogus" in err[0]
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
