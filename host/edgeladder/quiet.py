@@ -1,12 +1,14 @@
 """Silence chatty native libraries (TensorFlow's converter prints from C++ and from Python).
 
-Redirects file descriptors 1 and 2 — what C++ writes to — into a temporary file for the
-duration of the block; the captured text is kept so a failure can show it.
+Redirects file descriptors 1 and 2 (what C++ writes to) into a temporary file, and
+``sys.stdout``/``sys.stderr`` (what Python prints to) into a buffer, for the duration of the
+block; the captured text is kept so that a failure can show it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -24,7 +26,13 @@ def quiet_native() -> Iterator[Captured]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as sink, warnings.catch_warnings():
+    py_sink = io.StringIO()
+    with (
+        tempfile.TemporaryFile(mode="w+b") as sink,
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(py_sink),  # Python-level prints (Keras export)
+        contextlib.redirect_stderr(py_sink),
+    ):
         warnings.simplefilter("ignore")
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
@@ -38,4 +46,4 @@ def quiet_native() -> Iterator[Captured]:
             os.close(saved[0])
             os.close(saved[1])
             sink.seek(0)
-            captured.text = sink.read().decode("utf-8", "replace")
+            captured.text = py_sink.getvalue() + sink.read().decode("utf-8", "replace")

@@ -6,6 +6,7 @@ tabular, 1-D convolutions for time series, 2-D convolutions for images).
 
 from __future__ import annotations
 
+import inspect
 import json
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -145,9 +146,20 @@ def _tier(name: str, t: dict[str, Any], train: dict[str, Any], fail) -> TierSpec
         fail(
             f"tier {name!r}: unknown arch {t['arch']!r}; known: {', '.join(sorted(ARCHITECTURES))}"
         )
+    params = {k: v for k, v in t.items() if k not in _TIER_KEYS}
+    accepted = _arch_parameters(ARCHITECTURES[t["arch"]])
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        fail(
+            f"tier {name!r}: unknown key(s) {unknown} for arch {t['arch']!r}; it takes"
+            f" {sorted(accepted)} and the tier keys {sorted(_TIER_KEYS)}"
+        )
     board = str(t.get("board", ""))
     if board:
-        boards.get(board)  # raises with the list of known boards
+        try:
+            boards.get(board)
+        except boards.BoardError as e:  # it lists the known boards; add the tier and the file
+            fail(f"tier {name!r}: {e}")
     prune = t.get("prune")
     if prune is not None:
         prune = PruneSpec(**prune)
@@ -157,7 +169,7 @@ def _tier(name: str, t: dict[str, Any], train: dict[str, Any], fail) -> TierSpec
     return TierSpec(
         name=name,
         arch=t["arch"],
-        arch_params={k: v for k, v in t.items() if k not in _TIER_KEYS},
+        arch_params=params,
         board=board,
         epochs=int(merged["epochs"]),
         batch_size=int(merged["batch_size"]),
@@ -168,6 +180,12 @@ def _tier(name: str, t: dict[str, Any], train: dict[str, Any], fail) -> TierSpec
         distill=bool(t.get("distill", True)),
         prune=prune,
     )
+
+
+def _arch_parameters(builder) -> set[str]:
+    """The keyword parameters an architecture builder accepts (after shape and classes)."""
+    sig = inspect.signature(builder)
+    return {n for n, p in sig.parameters.items() if p.kind is p.KEYWORD_ONLY}
 
 
 def _finish(r: Recipe, fail) -> Recipe:
@@ -197,7 +215,7 @@ _DEFAULT_TIERS: dict[int, dict[str, dict[str, Any]]] = {
         },
     },
     2: {
-        "tiny": {"arch": "conv1d", "filters": [8], "dense": [], "board": "esp32"},
+        "tiny": {"arch": "conv1d", "filters": [8, 16], "dense": [], "board": "esp32"},
         "medium": {"arch": "conv1d", "filters": [16, 32], "dense": [32], "board": "rpi5"},
         "large": {
             "arch": "conv1d",

@@ -128,7 +128,7 @@ def _ops(path: Path) -> set[str]:
 def test_build_from_npz_without_recipe(tmp_path, capsys, make, has_conv):
     data = make(tmp_path / "data.npz")
     out = tmp_path / "out"
-    code = main(["build", "--dataset", str(data), "--out", str(out), "--epochs", "8", "--json"])
+    code = main(["build", "--dataset", str(data), "--out", str(out), "--epochs", "20", "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report == json.loads((out / "report.json").read_text())
@@ -137,11 +137,12 @@ def test_build_from_npz_without_recipe(tmp_path, capsys, make, has_conv):
         assert (out / t["files"]["tflite"]).exists()
         assert (out / t["files"]["c_source"]).exists()
         assert ("CONV_2D" in _ops(out / t["files"]["tflite"])) == has_conv
-        assert t["accuracy_int8"] > 0.5  # well above chance (1/3) even after 8 epochs
+        assert t["accuracy_int8"] > 0.5  # well above chance (1/3) after 20 epochs
     task = json.loads((out / "task.json").read_text())
-    assert len(task["normalize"]["scale"]) == read_model(
-        out / report["tiers"]["tiny"]["files"]["tflite"]
-    ).input_tensors()[0].shape[-1]
+    assert (
+        len(task["normalize"]["scale"])
+        == read_model(out / report["tiers"]["tiny"]["files"]["tflite"]).input_tensors()[0].shape[-1]
+    )
 
 
 def test_failed_build_leaves_nothing(tmp_path, capsys):

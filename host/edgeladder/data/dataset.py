@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,16 +94,27 @@ def load_dataset(source: str | Path) -> Dataset:
     return ds
 
 
+_MAX_CLASSES = 10_000  # a classifier's output layer, not an id space
+
+
 def _load_npz(path: Path) -> Dataset:
     if not path.exists():
         raise DatasetError("dataset file not found", path)
     if path.is_dir():
         raise DatasetError("is a folder; expected a .npz file with arrays x and y", path)
+    if not zipfile.is_zipfile(path):
+        # np.load would return a bare array for a .npy and talk about pickles for anything else.
+        raise DatasetError(
+            "not a .npz file, or truncated: expected a zip of arrays x and y (numpy.savez)", path
+        )
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as e:
         raise DatasetError(f"not a readable .npz file ({e})", path) from e
+    not_npy = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))
+    if not_npy:  # NpzFile hands back raw bytes for zip members that are not .npy files
+        raise DatasetError(f"member(s) {', '.join(not_npy)} are not .npy arrays", path)
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise DatasetError(
@@ -119,6 +131,12 @@ def _load_npz(path: Path) -> Dataset:
     else:
         ys = [y] + ([arrays["y_test"]] if "y_test" in arrays else [])
         top = max((int(np.max(a)) for a in ys if a.size and _is_integral(a)), default=0)
+        if top >= _MAX_CLASSES:
+            raise DatasetError(
+                f"largest label is {top}; labels must be class indices 0..N-1 (at most"
+                f" {_MAX_CLASSES} classes) — remap them, or add a `labels` array",
+                path,
+            )
         labels = [str(i) for i in range(top + 1)]
     return Dataset(
         name=path.stem,
@@ -194,7 +212,16 @@ def split_dataset(ds: Dataset, *, seed: int, validation: float, test: float) -> 
     With a fixed test set in the dataset, only train/validation is split.
     """
     if not (0 < validation < 1 and 0 <= test < 1 and validation + test < 1):
-        raise DatasetError(f"bad split fractions validation={validation}, test={test}")
+        raise DatasetError(
+            f"bad split fractions validation={validation}, test={test}: each must be in"
+            " (0, 1) and together below 1",
+            ds.source,
+        )
+    if ds.x_test is None and test <= 0:
+        raise DatasetError(
+            "test fraction is 0 but the dataset has no x_test/y_test: give one or the other",
+            ds.source,
+        )
     rng = np.random.default_rng(seed)
     all_idx = np.arange(len(ds.y))
     counts = np.bincount(ds.y, minlength=ds.num_classes)

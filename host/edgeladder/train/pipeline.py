@@ -183,6 +183,7 @@ class _Trainer:
         import keras
         import tensorflow as tf
 
+        tf.get_logger().setLevel("ERROR")  # retracing notices are not the user's concern
         tf.config.experimental.enable_op_determinism()
         results: dict[str, dict[str, Any]] = {}
         # Teacher first: the students learn from its logits.
