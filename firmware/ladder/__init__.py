@@ -9,3 +9,8 @@ class LadderError(Exception):
 
 
 from .quant import quantize_into, top_k_into  # noqa: E402, F401  (re-export)
+
+try:  # the engine needs MicroPython's viper; CPython hosts import ladder.mformat through here
+    from .engine import Model  # noqa: F401
+except ImportError:
+    pass

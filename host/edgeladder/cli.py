@@ -20,12 +20,14 @@ COMMANDS: dict[str, str] = {
     "build": "edgeladder.commands.build:build",
     "inspect": "edgeladder.commands.inspect:inspect",
     "convert": "edgeladder.commands.convert:convert",
+    "compile": "edgeladder.commands.compile:compile",
 }
 
 _HELP = {
     "build": "Train, distil, prune and quantize a task's tiers; write artifacts and a report.",
     "inspect": "Show a .tflite model's ops, tensors, quantization and MACs.",
     "convert": "Export a .tflite model as C arrays or a MicroPython module.",
+    "compile": "Compile an int8 .tflite model into the board's model file (.ldr).",
 }
 
 

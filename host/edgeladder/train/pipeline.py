@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .. import __version__, atomic
+from .. import __version__, atomic, boards
 from ..data import Split, load_dataset, normalize_stats, split_dataset
 from ..errors import BuildError
 from ..recipe import Recipe, TierSpec
@@ -60,13 +60,21 @@ class BuildResult:
 
 def _code_hash() -> str:
     """Hash of the code that shapes the artifacts: a change to it invalidates the cache."""
-    h = hashlib.sha256(__version__.encode())
+    from ladder import mformat
+
     root = Path(__file__).resolve().parents[1]
-    for sub in ("train", "data"):
-        for p in sorted((root / sub).glob("*.py")):
-            h.update(p.read_bytes())
-    for p in ("recipe.py", "litert.py"):
-        h.update((root / p).read_bytes())
+    sources = [
+        *sorted(root.glob("train/*.py")),
+        *sorted(root.glob("data/*.py")),
+        *sorted(root.glob("compiler/**/*.py")),
+        root / "recipe.py",
+        root / "litert.py",
+        root / "quantmath.py",
+        Path(mformat.__file__),
+    ]
+    h = hashlib.sha256(__version__.encode())
+    for p in sources:
+        h.update(p.read_bytes())
     return h.hexdigest()
 
 
@@ -177,7 +185,7 @@ class _Trainer:
 
     def __init__(self, recipe: Recipe, split: Split, classes: int, progress: Progress) -> None:
         self.r, self.s, self.classes, self.p = recipe, split, classes, progress
-        self.teacher_logits: tuple[np.ndarray, np.ndarray] | None = None
+        self.teacher = None  # the trained teacher's logits model
 
     def run_all(self, stage: Path) -> dict[str, dict[str, Any]]:
         import keras
@@ -222,7 +230,7 @@ class _Trainer:
             batch_size=tier.batch_size,
             learning_rate=lr or tier.learning_rate,
             patience=tier.patience if callbacks is None else n,  # no early stop while pruning
-            teacher_logits=teacher,
+            teacher=teacher,
             alpha=self.r.alpha,
             temperature=self.r.temperature,
             on_epoch=lambda e, logs: self.p.advance(
@@ -239,21 +247,17 @@ class _Trainer:
 
         name = f"[{i + 1}/{n}] {tier.name}"
         model = self._model(tier, seed)
-        distilled = not tier.teacher and tier.distill and self.teacher_logits is not None
-        teacher = self.teacher_logits if distilled else None
+        distilled = not tier.teacher and tier.distill and self.teacher is not None
+        teacher = self.teacher if distilled else None
         how = "distil" if distilled else "train"
         fitres = self._fit(model, tier, f"{name}: {how}", teacher)
         entry: dict[str, Any] = {"board": tier.board, "arch": tier.arch, "distilled": distilled}
 
-        if tier.teacher:
-            self.teacher_logits = (
-                model.predict(self.s.x_train, verbose=0),
-                model.predict(self.s.x_val, verbose=0),
-            )
-
         pruning = None
         if tier.prune is not None:
             pruning = self._prune(model, tier, teacher, name)
+        if tier.teacher:
+            self.teacher = model
 
         self.p.step(f"{name}: int8 quantization")
         tfl = to_int8_tflite(model, self.s.x_train, seed=self.r.seed)
@@ -321,6 +325,7 @@ class _Trainer:
         return {"accuracy_float": round(acc_f, 6), "accuracy_int8": round(acc_q, 6)}
 
     def _write(self, tier: TierSpec, model, tfl: bytes, stage: Path) -> dict[str, Any]:
+        from ..compiler import compile_model, default_output, write_compiled
         from ..convert.carray import write_c_array
         from ..litert import Int8Runner
         from ..tflite.reader import read_model
@@ -363,7 +368,16 @@ class _Trainer:
                     w_zero += int(np.count_nonzero(arr == 0))
                     w_total += arr.size
         rel = lambda p: str(Path(p).relative_to(stage))  # noqa: E731
+        files = {}
+        board_form: dict[str, Any] = {}
+        if tier.board and boards.get(tier.board).role == "device":
+            # A tier that runs on a board also gets the board's compiled form.
+            compiled = compile_model(tfl_path)
+            ldr = write_compiled(compiled, default_output(tfl_path))
+            files["compiled"] = rel(ldr)
+            board_form = {"compiled_bytes": len(compiled.data), "arena_bytes": compiled.arena_size}
         return {
+            **board_form,
             "tflite_bytes": len(tfl),
             "macs": int(summary["total_macs"]),
             "sparsity": round(w_zero / w_total, 4) if w_total else 0.0,
@@ -374,6 +388,7 @@ class _Trainer:
                 "c_header": rel(header),
                 "c_source": rel(source),
                 "golden": rel(golden_path),
+                **files,
             },
         }
 
