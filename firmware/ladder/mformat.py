@@ -53,6 +53,8 @@ CONCATENATION = const(11)
 SOFTMAX = const(12)
 LUT = const(13)
 
+# A table: one op per block reads better than one field per line.
+# fmt: off
 FIELDS = {
     # out[b][o] = clamp(out_zp + requant_o(sum_i in[b][i] * w[o][i] + bias[o])), where the
     # compiler folds the input offset into the bias: bias[o] = b[o] + in_off * sum_i w[o][i].
@@ -116,6 +118,7 @@ FIELDS = {
     # precomputed on the host with the reference arithmetic: out = lut[in + 128].
     LUT: ("in", "out", "n", "lut_lut"),
 }
+# fmt: on
 NAMES = {
     FULLY_CONNECTED: "FULLY_CONNECTED",
     CONV_2D: "CONV_2D",
@@ -133,12 +136,39 @@ NAMES = {
 }
 
 
-def pack_header(model_id, model_version, body, arena_size, n_tensors, n_ops, input_index,
-                output_index, in_scale, in_zp, out_scale, out_zp, digest):
+def pack_header(
+    model_id,
+    model_version,
+    body,
+    arena_size,
+    n_tensors,
+    n_ops,
+    input_index,
+    output_index,
+    in_scale,
+    in_zp,
+    out_scale,
+    out_zp,
+    digest,
+):
     return struct.pack(
-        HEADER_FMT, MAGIC, VERSION, HEADER_SIZE, model_id, model_version, len(body),
-        arena_size, n_tensors, n_ops, input_index, output_index, in_scale, in_zp, out_scale,
-        out_zp, digest,
+        HEADER_FMT,
+        MAGIC,
+        VERSION,
+        HEADER_SIZE,
+        model_id,
+        model_version,
+        len(body),
+        arena_size,
+        n_tensors,
+        n_ops,
+        input_index,
+        output_index,
+        in_scale,
+        in_zp,
+        out_scale,
+        out_zp,
+        digest,
     )
 
 

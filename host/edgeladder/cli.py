@@ -21,6 +21,11 @@ COMMANDS: dict[str, str] = {
     "inspect": "edgeladder.commands.inspect:inspect",
     "convert": "edgeladder.commands.convert:convert",
     "compile": "edgeladder.commands.compile:compile",
+    "select-hardware": "edgeladder.commands.hardware:select_hardware",
+    "fit": "edgeladder.commands.hardware:fit",
+    "sim": "edgeladder.commands.sim:sim",
+    "console": "edgeladder.commands.console:console",
+    "flash": "edgeladder.commands.flash:flash",
 }
 
 _HELP = {
@@ -28,6 +33,11 @@ _HELP = {
     "inspect": "Show a .tflite model's ops, tensors, quantization and MACs.",
     "convert": "Export a .tflite model as C arrays or a MicroPython module.",
     "compile": "Compile an int8 .tflite model into the board's model file (.ldr).",
+    "select-hardware": "Recommend a board for a tier from latency, model size, power, streams.",
+    "fit": "Check that a model fits a device board's heap and flash; estimate its latency.",
+    "sim": "Virtual boards on the MicroPython unix port (`sim board` starts one).",
+    "console": "Stream what a board prints on its serial port.",
+    "flash": "Write firmware to a real or virtual board with esptool, verify, reset.",
 }
 
 
@@ -59,7 +69,8 @@ def edgeladder() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        edgeladder.main(args=argv, prog_name="edgeladder", standalone_mode=False)
+        # Without standalone mode click returns what ctx.exit(n) was given instead of exiting.
+        rv = edgeladder.main(args=argv, prog_name="edgeladder", standalone_mode=False)
     except EdgeladderError as e:
         click.echo(f"error: {e}", err=True)
         return 1
@@ -71,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code
-    return 0
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

@@ -160,3 +160,16 @@ def test_failed_build_leaves_nothing(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: ") and "bogus" in err[0]
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_board_tiers_get_the_compiled_form(digits_build):
+    from ladder import mformat
+
+    for name, t in digits_build.report["tiers"].items():
+        on_board = t["board"] == "esp32"
+        assert ("compiled" in t["files"]) == on_board, name
+        if on_board:
+            data = (digits_build.out / t["files"]["compiled"]).read_bytes()
+            header = mformat.unpack_header(data)
+            assert len(data) == t["compiled_bytes"]
+            assert header[6] == t["arena_bytes"]  # arena size field
