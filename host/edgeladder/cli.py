@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "sim": "edgeladder.commands.sim:sim",
     "console": "edgeladder.commands.console:console",
     "flash": "edgeladder.commands.flash:flash",
+    "deploy": "edgeladder.commands.deploy:deploy",
 }
 
 _HELP = {
@@ -38,6 +39,7 @@ _HELP = {
     "sim": "Virtual boards on the MicroPython unix port (`sim board` starts one).",
     "console": "Stream what a board prints on its serial port.",
     "flash": "Write firmware to a real or virtual board with esptool, verify, reset.",
+    "deploy": "Copy changed firmware (.mpy), a task's device model and config to a board.",
 }
 
 

@@ -1,0 +1,100 @@
+"""pytest plugin: virtual boards as fixtures, so firmware is tested without hardware.
+
+Enable it in a ``conftest.py`` with ``pytest_plugins = ["edgeladder_sim.plugin"]``.
+
+``sim_board``
+    A running virtual ESP32 with this repository's firmware (``firmware/boot.py``, ``main.py``
+    and the ``ladder`` package, as sources) in its flash, booted. Its serial port is
+    ``sim_board.port``; ``sim_board.mpremote("exec", "print(1)")`` runs the real mpremote
+    against it; ``sim_board.board`` is the :class:`~edgeladder_sim.board.Board` (power cuts,
+    resets, output).
+``sim_board_factory``
+    ``make(board="esp32", files={"main.py": b"..."}, firmware=False, boot=True)``: more boards,
+    or boards with other files. Every board is powered off at the end of the test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+from .bridge import VirtualBoard
+from .vm import FIRMWARE_DIR
+
+MPREMOTE_TIMEOUT_S = 60
+
+
+def firmware_files(root: Path = FIRMWARE_DIR) -> dict[str, bytes]:
+    """The firmware as ``{path on the board: contents}``: every ``.py`` under ``root``."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*.py"))
+        if "__pycache__" not in p.parts
+    }
+
+
+def mpremote_command() -> list[str]:
+    """How to run mpremote with this interpreter's packages."""
+    beside = Path(sys.executable).parent / "mpremote"
+    return [str(beside)] if beside.exists() else [sys.executable, "-m", "mpremote"]
+
+
+class SimBoard(VirtualBoard):
+    """A virtual board for tests: :class:`VirtualBoard` plus a way to run mpremote on it."""
+
+    def mpremote(
+        self, *args: str, timeout: float = MPREMOTE_TIMEOUT_S, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        """Run the real ``mpremote connect PORT ARGS...``; output is text."""
+        argv = [*mpremote_command(), "connect", self.port, *args]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"mpremote {' '.join(args)} exited {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}\n"
+                f"board output (tail): {self.board.output()[-600:]!r}"
+            )
+        return result
+
+
+@pytest.fixture
+def sim_board_factory(tmp_path_factory) -> Callable[..., SimBoard]:
+    made: list[SimBoard] = []
+    count = itertools.count()
+
+    def make(
+        board: str = "esp32",
+        files: Mapping[str, bytes] | None = None,
+        *,
+        firmware: bool = False,
+        boot: bool = True,
+        timeout: float = 20.0,
+    ) -> SimBoard:
+        workdir = tmp_path_factory.mktemp(f"sim-{board}-{next(count)}")
+        sim = SimBoard(board, workdir)
+        made.append(sim)
+        content = dict(firmware_files()) if firmware else {}
+        content.update(files or {})
+        if content:
+            sim.board.flash.write_files(content)
+        if boot:
+            sim.board.power_on()
+            sim.board.wait_booted(timeout, ready=False)
+        return sim
+
+    yield make
+    for sim in made:
+        sim.close()
+
+
+@pytest.fixture
+def sim_board(sim_board_factory) -> SimBoard:
+    """A booted virtual ESP32 with the firmware in flash (see the module docstring)."""
+    sim = sim_board_factory(firmware=True)
+    sim.board.wait_booted(20.0)
+    return sim
