@@ -308,31 +308,13 @@ CASES: dict[str, OpCase] = {
 def convert_int8(
     model, input_shape: tuple[int, ...], *, seed: int = 0, per_channel_dense: bool = True
 ) -> bytes:
-    """``model`` as an int8 full-integer ``.tflite`` (the recipe of ``edgeladder build``)."""
-    import tensorflow as tf
-
-    from edgeladder.quiet import quiet_native
+    """``model`` as an int8 full-integer ``.tflite`` (the converter ``edgeladder build`` uses),
+    calibrated on random normal data."""
+    from edgeladder.train.quantize import convert_int8 as convert
 
     rng = np.random.default_rng(seed)
     rep = rng.normal(size=(64, 1, *input_shape)).astype(np.float32)
-
-    def dataset():
-        for row in rep:
-            yield [row]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = dataset
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    conv._experimental_disable_per_channel_quantization_for_dense_layers = not per_channel_dense
-    with quiet_native() as log:
-        try:
-            return bytes(conv.convert())
-        except Exception as e:  # the converter raises many unrelated types
-            err = e
-    raise RuntimeError(f"conversion failed: {err}\n{log.text[-2000:]}")
+    return convert(model, rep, per_channel_dense=per_channel_dense)
 
 
 @functools.cache
