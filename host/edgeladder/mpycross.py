@@ -18,24 +18,24 @@ from pathlib import Path
 from .atomic import write_bytes
 from .errors import EdgeladderError
 
-ARCHES = frozenset(
-    {
-        "x86",
-        "x64",
-        "armv6",
-        "armv6m",
-        "armv7m",
-        "armv7em",
-        "armv7emsp",
-        "armv7emdp",
-        "xtensa",
-        "xtensawin",
-        "rv32imc",
-        "rv64imc",
-        "host",
-        "debug",
-    }
+# mpy-cross's -march names in the order of MicroPython's MP_NATIVE_ARCH_* numbers
+# (py/persistentcode.h): a board's sys.implementation._mpy >> 10 indexes this tuple.
+NATIVE_ARCHES = (
+    None,
+    "x86",
+    "x64",
+    "armv6",
+    "armv6m",
+    "armv7m",
+    "armv7em",
+    "armv7emsp",
+    "armv7emdp",
+    "xtensa",
+    "xtensawin",
+    "rv32imc",
+    "rv64imc",
 )
+ARCHES = frozenset(a for a in NATIVE_ARCHES if a) | {"host", "debug"}
 MPY_VERSION = 6
 # A board runs these from its filesystem as source; manifest.py is read by a firmware build.
 ENTRY_POINTS = frozenset({"boot.py", "main.py", "manifest.py"})

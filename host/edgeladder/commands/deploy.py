@@ -1,0 +1,56 @@
+"""`edgeladder deploy --board esp32 --port PORT TASK`: firmware, model and config to a board."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("deploy")
+@click.argument("task", type=click.Path(path_type=Path))
+@click.option("--board", default="esp32", show_default=True, help="Board file name (boards/).")
+@click.option("--port", "-p", required=True, help="Serial port, or a virtual board's pty.")
+@click.option(
+    "--build",
+    "build_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Build folder of the task (default: build/<task>/).",
+)
+@click.option("--no-reset", is_flag=True, help="Leave the board in the raw REPL, no soft reset.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def deploy(
+    task: Path, board: str, port: str, build_dir: Path | None, no_reset: bool, as_json: bool
+) -> None:
+    """Copy what changed of firmware/ (as .mpy), TASK's device model and its config to PORT.
+
+    Works the same on a real ESP32 and on a virtual board (`edgeladder sim board`).
+    """
+    from edgeladder.deploy import deploy as run
+
+    def progress(event: str, path: str, size: int) -> None:
+        if not as_json:
+            click.echo(f"  {event} {path}" + (f" ({size:,} bytes)" if size else ""))
+
+    result = run(port, task, board, build_dir=build_dir, progress=progress, reset=not no_reset)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+        return
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(
+        f"Deployed {', '.join(result.tiers)} to {result.board} on {port} "
+        f"(arch {result.arch}) in {result.seconds:.1f} s: {len(result.copied)} copied "
+        f"({result.bytes_copied:,} bytes), {len(result.unchanged)} unchanged, "
+        f"{len(result.removed)} removed."
+    )
+    if no_reset:
+        return
+    # what boot.py and main.py printed, without MicroPython's own REPL banner
+    lines = [
+        ln.strip()
+        for ln in result.boot_log.splitlines()
+        if ln.strip(" >\r") and not ln.startswith(("MicroPython ", 'Type "help()"'))
+    ]
+    click.echo("Board after reset: " + (" | ".join(lines[-3:]) if lines else "(nothing printed)"))
