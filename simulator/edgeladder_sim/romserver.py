@@ -8,6 +8,8 @@
   (:class:`~edgeladder_sim.rom.AutoResetCircuit`), so esptool's default
   ``--before default-reset`` and ``--after hard-reset`` work as on a dev board:
   ``esptool --port rfc2217://127.0.0.1:PORT?ign_set_control flash-id``.
+- :class:`Rfc2217Port`: the network side both share with :mod:`edgeladder_sim.rfc2217` (the
+  whole board over RFC2217): one client, telnet/RFC2217 options, callbacks for data and lines.
 
 Run one standalone: ``python -m edgeladder_sim.romserver --flash flash.bin`` prints the pty
 path, then the RFC2217 URL, and serves until interrupted.
@@ -128,7 +130,7 @@ class PtyRomServer(_Server):
 
 
 class _VirtualLines:
-    """The serial-port object pyserial's RFC2217 PortManager drives: lines go to the circuit."""
+    """The serial-port object pyserial's RFC2217 PortManager drives: lines go to ``on_lines``."""
 
     def __init__(self, on_lines: Callable[[bool | None, bool | None], None]) -> None:
         self._on_lines = on_lines
@@ -164,6 +166,115 @@ class _VirtualLines:
         pass
 
 
+class Rfc2217Port:
+    """The network side of an RFC2217 serial port, shared by every server in the simulator.
+
+    A TCP socket on ``host:port`` taking one client at a time (like a serial port opened
+    exclusively); telnet and RFC2217 option handling is pyserial's own ``PortManager``. What sits
+    behind the port comes in as two callbacks: ``on_data(payload)`` gets the host's bytes (telnet
+    commands removed), ``on_lines(dtr, rts)`` every DTR/RTS change (one of them ``None``), before
+    the change is acknowledged. Baud rate and framing settings are acknowledged and kept on
+    :attr:`lines`. :meth:`send` is the device's output (thread-safe; dropped when no client is
+    connected, or when the client stops reading, as a UART would). The owner calls :meth:`step`
+    in a loop: one accept or one read, waiting at most ``_POLL_S``.
+    """
+
+    _SEND_TIMEOUT_S = 1.0
+
+    def __init__(
+        self,
+        on_data: Callable[[bytes], None],
+        on_lines: Callable[[bool | None, bool | None], None],
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self._on_data = on_data
+        self.lines = _VirtualLines(on_lines)
+        self._sock = socket.create_server((host, port))
+        self._sock.settimeout(_POLL_S)
+        self.host, self.port = self._sock.getsockname()[:2]
+        self._client: socket.socket | None = None
+        self._manager: serial.rfc2217.PortManager | None = None
+        self._send_lock = threading.RLock()  # PortManager writes while we hold it
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    def send(self, data: bytes) -> None:
+        """Bytes from the device to the client, telnet-escaped."""
+        with self._send_lock:
+            client, manager = self._client, self._manager
+            if client is None or manager is None or not data:
+                return
+            try:
+                client.sendall(b"".join(manager.escape(data)))
+            except TimeoutError:
+                pass  # the client does not read: the bytes are lost, as on a UART
+            except OSError:
+                self._drop_client()
+
+    def _write_raw(self, data: bytes) -> None:
+        # PortManager's telnet replies (option negotiation, SET_CONTROL / baud answers).
+        with self._send_lock:
+            if self._client is None:
+                return
+            try:
+                self._client.sendall(data)
+            except OSError:
+                self._drop_client()
+
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(OSError):
+                self._client.close()
+        self._client = None
+        self._manager = None
+
+    def step(self) -> None:
+        """Accept a client, or read what it sent and pass it on; wait at most ``_POLL_S``."""
+        client = self._client
+        if client is None:
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                return
+            conn.settimeout(self._SEND_TIMEOUT_S)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._send_lock:
+                self._client = conn
+                self._manager = serial.rfc2217.PortManager(self.lines, _Writer(self._write_raw))
+            return
+        try:
+            readable, _, _ = select.select([client], [], [], _POLL_S)
+        except (OSError, ValueError):
+            readable = [client]
+        if not readable:
+            return
+        try:
+            data = client.recv(65536)
+        except TimeoutError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            with self._send_lock:
+                if self._client is client:
+                    self._drop_client()
+            return
+        manager = self._manager
+        if manager is None:
+            return
+        payload = b"".join(manager.filter(data))
+        if payload:
+            self._on_data(payload)
+
+    def close(self) -> None:
+        with self._send_lock:
+            self._drop_client()
+        self._sock.close()
+
+
 class Rfc2217RomServer(_Server):
     """The ROM behind an RFC2217 port on ``host``; :attr:`url` is the port to give esptool.
 
@@ -182,79 +293,41 @@ class Rfc2217RomServer(_Server):
     ) -> None:
         super().__init__(rom, lock)
         self.circuit = circuit or AutoResetCircuit()
-        self._sock = socket.create_server((host, port))
-        self._sock.settimeout(_POLL_S)
-        self.host, self.port = self._sock.getsockname()[:2]
+        self._port = Rfc2217Port(self._data, self._lines, host, port)
+        self.host, self.port = self._port.host, self._port.port
         self.url = f"rfc2217://{self.host}:{self.port}?ign_set_control"
-        self._client: socket.socket | None = None
 
     def _boot(self, mode: str | None) -> None:
         if mode is None:
             return
         with self.lock:
             log = self.rom.reset(download=mode == "download")
-        self._to_client(log)
-
-    def _to_client(self, data: bytes) -> None:
-        if self._client is None or not data:
-            return
-        try:
-            self._client.sendall(b"".join(self._manager.escape(data)))
-        except OSError:
-            self._client = None
+        self._port.send(log)
 
     def _lines(self, dtr: bool | None, rts: bool | None) -> None:
         self._boot(self.circuit.set(dtr=dtr, rts=rts))
 
+    def _data(self, payload: bytes) -> None:
+        # Bytes reaching the chip: a boot still settling has happened by now.
+        self._boot(self.circuit.poll(force=True))
+        with self.lock:
+            reply = self.rom.feed(payload)
+        self._port.send(reply)
+
     def _loop(self) -> None:
-        lines = _VirtualLines(self._lines)
         while not self._stop.is_set():
             self._boot(self.circuit.poll())
-            if self._client is None:
-                try:
-                    conn, _ = self._sock.accept()
-                except TimeoutError:
-                    continue
-                conn.settimeout(_POLL_S)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._client = conn
-                self._manager = serial.rfc2217.PortManager(lines, _Writer(conn))
-                continue
-            try:
-                data = self._client.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                data = b""
-            if not data:
-                with contextlib.suppress(OSError):
-                    self._client.close()
-                self._client = None
-                continue
-            payload = b"".join(self._manager.filter(data))
-            if payload:
-                # Bytes reaching the chip: a boot still settling has happened by now.
-                self._boot(self.circuit.poll(force=True))
-                with self.lock:
-                    reply = self.rom.feed(payload)
-                self._to_client(reply)
+            self._port.step()
 
     def _close(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(OSError):
-                self._client.close()
-        self._sock.close()
+        self._port.close()
 
 
 class _Writer:
     """The ``connection`` PortManager writes telnet replies to."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def write(self, data: bytes) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.sendall(data)
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self.write = write
 
 
 def main(argv: list[str] | None = None) -> int:
