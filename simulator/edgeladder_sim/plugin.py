@@ -11,6 +11,20 @@ Enable it in a ``conftest.py`` with ``pytest_plugins = ["edgeladder_sim.plugin"]
 ``sim_board_factory``
     ``make(board="esp32", files={"main.py": b"..."}, firmware=False, boot=True)``: more boards,
     or boards with other files. Every board is powered off at the end of the test.
+``sim_fleet``
+    ``sim_fleet(n, files=None, firmware=True)``: ``n`` virtual boards, powered on together and
+    booted (``boot.py``/``main.py`` done), each with its own flash file and serial port; a list
+    of :class:`SimBoard`. All are stopped at the end of the test.
+``broker``
+    An MQTT 3.1.1 broker on a free loopback port (:mod:`edgeladder_sim.broker`): ``.host``,
+    ``.port``, ``.url``. The kind is ``$EDGELADDER_BROKER`` (``amqtt``, the default, in-process;
+    or ``mosquitto``, Debian's binary, as in CI); a kind that is not installed is an error, never
+    a silent switch. Parametrize it indirectly to pick the kind:
+    ``@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)``.
+``sensor_feed``
+    ``sensor_feed(samples, rate_hz=100.0, loop=False)``: a
+    :class:`~edgeladder_sim.sensor.SensorFeed` serving int8/int16 rows on a loopback port
+    (``.port``); firmware reads it with ``ladder.hal.Sensor(port)``. Stopped at the end of the test.
 """
 
 from __future__ import annotations
@@ -24,6 +38,8 @@ from pathlib import Path
 import pytest
 
 from .bridge import VirtualBoard
+from .broker import Broker, default_kind, start_broker
+from .sensor import SensorFeed
 from .vm import FIRMWARE_DIR
 
 MPREMOTE_TIMEOUT_S = 60
@@ -98,3 +114,49 @@ def sim_board(sim_board_factory) -> SimBoard:
     sim = sim_board_factory(firmware=True)
     sim.board.wait_booted(20.0)
     return sim
+
+
+@pytest.fixture
+def sim_fleet(sim_board_factory) -> Callable[..., list[SimBoard]]:
+    """``sim_fleet(n)``: ``n`` booted boards (see the module docstring)."""
+
+    def make(
+        n: int,
+        files: Mapping[str, bytes] | None = None,
+        *,
+        board: str = "esp32",
+        firmware: bool = True,
+        timeout: float = 30.0,
+    ) -> list[SimBoard]:
+        fleet = [sim_board_factory(board, files, firmware=firmware, boot=False) for _ in range(n)]
+        for sim in fleet:  # all boot at once: n processes, not n boot times in a row
+            sim.board.power_on()
+        for sim in fleet:
+            sim.board.wait_booted(timeout)
+        return fleet
+
+    return make
+
+
+@pytest.fixture
+def broker(request, tmp_path_factory) -> Broker:
+    """A broker on a free loopback port (see the module docstring)."""
+    kind = getattr(request, "param", None) or default_kind()
+    started = start_broker(kind, workdir=tmp_path_factory.mktemp(f"broker-{kind}"))
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def sensor_feed() -> Callable[..., SensorFeed]:
+    """``sensor_feed(samples, rate_hz=100.0)``: a feed on loopback (see the module docstring)."""
+    feeds: list[SensorFeed] = []
+
+    def make(samples, rate_hz: float | None = 100.0, *, loop: bool = False) -> SensorFeed:
+        feed = SensorFeed(samples, rate_hz, loop=loop)
+        feeds.append(feed)
+        return feed
+
+    yield make
+    for feed in feeds:
+        feed.stop()

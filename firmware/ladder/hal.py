@@ -1,0 +1,58 @@
+# ladder.hal: the board's sensor as firmware reads it. On a virtual board the "sensor" is a
+# loopback TCP stream from the host (edgeladder_sim.sensor.SensorFeed); on hardware a driver with
+# the same two calls (read_into, close) takes its place.
+#
+# Wire format (little-endian): a 8-byte header b"ELSF", dtype (b"b" int8 or b"h" int16), 0,
+# values per frame (uint16); then fixed-size frames of that many values, nothing between them.
+# The stream closing is the end of the data. Nothing is allocated per frame: read_into fills
+# the caller's preallocated array with socket.readinto.
+
+import array
+import socket
+import struct
+
+MAGIC = b"ELSF"
+
+
+class Sensor:
+    def __init__(self, port, host="127.0.0.1"):
+        self._s = socket.socket()
+        self._s.connect(socket.getaddrinfo(host, port)[0][-1])
+        self._item = 1
+        head = self._exact(bytearray(8))
+        if head is None or head[:4] != MAGIC:
+            raise OSError("sensor: bad stream header")
+        self.typecode = chr(head[4])
+        self.n = struct.unpack("<H", head[6:8])[0]
+        self._item = 2 if self.typecode == "h" else 1
+
+    def frame(self):
+        """A buffer for one frame: array of typecode with n values (allocate once)."""
+        return array.array(self.typecode, [0] * self.n)
+
+    def read_into(self, buf):
+        """Fill buf (from frame()) with the next frame; False at the end of the data."""
+        return self._exact(buf) is not None
+
+    def _exact(self, buf):
+        # blocking readinto fills the buffer on MicroPython; the loop is for short reads.
+        # Counted in bytes: a memoryview of an int16 array would slice in items.
+        mv = memoryview(_bytes_of(buf, self._item))
+        got = 0
+        while got < len(mv):
+            n = self._s.readinto(mv[got:])
+            if not n:
+                return None
+            got += n
+        return buf
+
+    def close(self):
+        self._s.close()
+
+
+def _bytes_of(buf, item):
+    if item == 1 or isinstance(buf, bytearray):
+        return buf
+    import uctypes  # a byte view of the same memory: no copy
+
+    return uctypes.bytearray_at(uctypes.addressof(buf), len(buf) * item)
