@@ -17,14 +17,16 @@ from edgeladder_sim.image import boot_check_file, build_image
 
 REPO = Path(__file__).resolve().parents[2]
 TASK = REPO / "models" / "digits"
-BUILD = REPO / "build" / "digits"
+# The same folder as the session's `digits_build` fixture (tests/conftest.py).
+BUILD = Path(os.environ.get("EDGELADDER_TEST_BUILD", REPO / "build" / "digits"))
 TINY = BUILD / "tiny"
 BANNER = b"edgeladder ladder"  # what firmware/main.py prints once ladder imports
 
-needs_build = pytest.mark.skipif(
-    not (TINY / "digits_tiny.ldr").is_file() or not (TINY / "golden.json").is_file(),
-    reason="run `edgeladder build models/digits` first",
-)
+
+@pytest.fixture(autouse=True)
+def _digits_built(digits_build):
+    """Deploy ships the real digits build: make it (once per session) rather than skip."""
+    assert (TINY / "digits_tiny.ldr").is_file() and (TINY / "golden.json").is_file()
 
 
 def _deploy(port: str, *extra: str) -> tuple[int, str, str]:
@@ -55,7 +57,6 @@ print(json.dumps({'out': list(m.output.data), 'labels': c['labels']}))
 """
 
 
-@needs_build
 def test_flash_then_deploy_runs_the_tiny_model(sim_board_factory, tmp_path, capsys):
     sim = sim_board_factory()
     # the board's ROM checks the image in flash at every hard boot, as an ESP32's does
@@ -96,7 +97,6 @@ def test_flash_then_deploy_runs_the_tiny_model(sim_board_factory, tmp_path, caps
     assert " 0 copied (0 bytes)" in second and "0 removed" in second, second
 
 
-@needs_build
 def _whole_files_only(flash) -> None:
     """Every file the deploy manages is the old one or the new one, never a part of one."""
     from edgeladder import boards
