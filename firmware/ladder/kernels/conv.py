@@ -23,6 +23,9 @@ from micropython import const
 
 from ..fixedpoint import requant
 
+# The requant block's layout (fixedpoint.requant reads it as _N, _C, ...). Mirrored here on
+# purpose: const() folds only inside its own module, and an imported name would be a global
+# lookup in the kernel's hot path.
 _QN = const(0)
 _QC = const(1)
 _QM = const(2)
