@@ -27,6 +27,11 @@ class Int8Runner:
     output_scale: float
     output_zero_point: int
     input_shape: tuple[int, ...]
+    # The int8 input of the final SOFTMAX (the logits), if the model ends with one: the ladder's
+    # gate reads it, as the board reads the same tensor from its arena (ladder.Model.logits()).
+    logits_index: int | None = None
+    logits_scale: float = 0.0
+    logits_zero_point: int = 0
 
     @classmethod
     def from_bytes(cls, model: bytes, name: str = "<model>") -> Int8Runner:
@@ -38,6 +43,8 @@ class Int8Runner:
                 model_content=model,
                 num_threads=1,
                 experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
+                # Keeps intermediate tensors readable after invoke: the logits, for the gate.
+                experimental_preserve_all_tensors=True,
             )
             it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
@@ -49,8 +56,12 @@ class Int8Runner:
                 f" {np.dtype(out['dtype']).name}; an int8 full-integer model is required",
                 name,
             )
+        logits = _softmax_input(it)
         return cls(
             interpreter=it,
+            logits_index=None if logits is None else logits["index"],
+            logits_scale=0.0 if logits is None else float(logits["quantization"][0]),
+            logits_zero_point=0 if logits is None else int(logits["quantization"][1]),
             input_scale=float(inp["quantization"][0]),
             input_zero_point=int(inp["quantization"][1]),
             output_scale=float(out["quantization"][0]),
@@ -73,6 +84,30 @@ class Int8Runner:
             outs.append(it.get_tensor(o)[0].copy())
         return np.stack(outs)
 
+    def run_int8_logits(self, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """int8 inputs (N, ...) to (int8 outputs, int8 logits), both (N, classes)."""
+        if self.logits_index is None:
+            raise ModelFileError("the model does not end with SOFTMAX: it has no logits to gate on")
+        it = self.interpreter
+        i = it.get_input_details()[0]["index"]
+        o = it.get_output_details()[0]["index"]
+        outs, logits = [], []
+        for row in xq:
+            it.set_tensor(i, row[None, ...].astype(np.int8))
+            it.invoke()
+            outs.append(it.get_tensor(o)[0].copy())
+            logits.append(it.get_tensor(self.logits_index).reshape(-1).copy())
+        return np.stack(outs), np.stack(logits)
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Float (normalized) inputs to int8 outputs."""
         return self.run_int8(self.quantize_input(x))
+
+
+def _softmax_input(it) -> dict | None:
+    """Details of the input tensor of the graph's last op if that op is SOFTMAX, else None."""
+    ops = it._get_ops_details()  # LiteRT's only op listing; stable across 1.x and 2.x
+    if not ops or ops[-1]["op_name"] != "SOFTMAX":
+        return None
+    index = int(ops[-1]["inputs"][0])
+    return next(t for t in it.get_tensor_details() if t["index"] == index)
