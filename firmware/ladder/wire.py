@@ -80,6 +80,11 @@ _FIXED = {
 }
 
 
+def _q16(c):
+    # Q16 1.0 (65536) does not fit the u16 on the wire: it travels as 65535.
+    return 65535 if c > 65535 else c
+
+
 def _header(buf, mtype, device, seq):
     struct.pack_into(HEADER_FMT, buf, 0, VERSION, mtype, device, seq)
 
@@ -93,7 +98,7 @@ def pack_escalate(buf, device, seq, model_version, deadline_ms, confidence, stag
         raise ValueError("wire: escalation too large")
     _header(buf, ESCALATE, device, seq)
     struct.pack_into(
-        ESCALATE_FMT, buf, HEADER_SIZE, model_version, deadline_ms, confidence, stage, k, n
+        ESCALATE_FMT, buf, HEADER_SIZE, model_version, deadline_ms, _q16(confidence), stage, k, n
     )
     o = HEADER_SIZE + ESCALATE_FIXED
     buf[o : o + 2 * k] = topk
@@ -104,7 +109,7 @@ def pack_escalate(buf, device, seq, model_version, deadline_ms, confidence, stag
 def pack_result(buf, device, seq, ref, model_version, label, confidence, source, stage):
     _header(buf, RESULT, device, seq)
     struct.pack_into(
-        RESULT_FMT, buf, HEADER_SIZE, ref, model_version, label, confidence, source, stage
+        RESULT_FMT, buf, HEADER_SIZE, ref, model_version, label, _q16(confidence), source, stage
     )
     return HEADER_SIZE + RESULT_SIZE
 
@@ -135,7 +140,7 @@ def pack_heartbeat(buf, device, seq, uptime_s, heap_free, answered, escalated, f
 def pack_answer(buf, device, seq, ref, label, confidence, source, stage, latency_us):
     _header(buf, ANSWER, device, seq)
     struct.pack_into(
-        ANSWER_FMT, buf, HEADER_SIZE, ref, label, confidence, source, stage, latency_us
+        ANSWER_FMT, buf, HEADER_SIZE, ref, label, _q16(confidence), source, stage, latency_us
     )
     return HEADER_SIZE + ANSWER_SIZE
 

@@ -67,7 +67,7 @@ def test_digits_recipe():
     assert medium.prune is not None
     assert (medium.prune.sparsity, medium.prune.epochs) == (0.5, 15)
     assert tiny.prune is None and large.prune is None
-    assert tiny.arch_params == {"units": [32]}
+    assert tiny.arch_params == {"units": [64]}
     assert medium.arch_params == {"filters": [16, 32], "dense": [64], "dropout": 0.2}
     assert r.path == str(DIGITS / "recipe.toml")
 
