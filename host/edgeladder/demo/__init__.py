@@ -1,0 +1,1 @@
+"""The presentation side of `edgeladder demo`: records, statistics, dashboard and reports."""
