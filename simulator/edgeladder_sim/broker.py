@@ -216,8 +216,14 @@ def default_kind() -> str:
     return os.environ.get("EDGELADDER_BROKER", "").strip() or "amqtt"
 
 
-def start_broker(kind: str | None = None, *, workdir: os.PathLike | str | None = None) -> Broker:
-    """Start a broker of ``kind`` (default: :func:`default_kind`) on a free loopback port."""
+def start_broker(
+    kind: str | None = None,
+    *,
+    workdir: os.PathLike | str | None = None,
+    port: int | None = None,
+) -> Broker:
+    """Start a broker of ``kind`` (default: :func:`default_kind`) on a free loopback port, or on
+    ``port`` (to restart a broker where its clients will look for it again)."""
     kind = kind or default_kind()
     if kind not in KINDS:
         raise SimError(f"unknown broker kind {kind!r}: choose one of {', '.join(KINDS)}")
@@ -238,8 +244,9 @@ def start_broker(kind: str | None = None, *, workdir: os.PathLike | str | None =
         # amqtt logs every connection at INFO; keep test output readable
         logging.getLogger("amqtt").setLevel(logging.WARNING)
     problem = ""
+    fixed = port
     for _ in range(_ATTEMPTS):
-        port = free_port()
+        port = fixed or free_port()
         deadline = time.monotonic() + START_TIMEOUT_S
         if kind == "mosquitto":
             own = workdir is None
