@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "console": "edgeladder.commands.console:console",
     "flash": "edgeladder.commands.flash:flash",
     "deploy": "edgeladder.commands.deploy:deploy",
+    "calibrate": "edgeladder.commands.calibrate:calibrate",
+    "serve": "edgeladder.commands.serve:serve",
 }
 
 _HELP = {
@@ -40,6 +42,8 @@ _HELP = {
     "console": "Stream what a board prints on its serial port.",
     "flash": "Write firmware to a real or virtual board with esptool, verify, reset.",
     "deploy": "Copy changed firmware (.mpy), a task's device model and config to a board.",
+    "calibrate": "Fit the ladder's gates and thresholds on validation data; write ladder.json.",
+    "serve": "Serve a remote ladder stage (gateway/cloud) with LiteRT over MQTT or serial.",
 }
 
 

@@ -8,7 +8,11 @@ What lands on the board::
     /boot.py, /main.py        firmware entry points, as source (MicroPython runs only .py there)
     /ladder/**.mpy            the engine, compiled by mpy-cross for the arch the board reports
     /models/<tier file>.ldr   each device tier's compiled model
-    /ladder.json              the board config: model path, labels, input quantization
+    /ladder.json              the board config: model path, labels, input quantization, and
+                              when ``edgeladder calibrate`` has run, the ladder (stages, gates,
+                              thresholds, budgets: build/<task>/ladder.json, merged in; an edge
+                              stage's model becomes ``models/<file>``, relative to /)
+    /device.json              the board's identity and link, if the caller gives one
 
 Only what changed is copied: the board hashes its own files (``hashlib.sha256``) and a file
 whose hash equals the local one is skipped. Each file is written to ``<path>.tmp``, hashed on
@@ -29,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from . import boards
 from .errors import EdgeladderError
@@ -37,6 +41,9 @@ from .mpycross import NATIVE_ARCHES, compile_tree
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 CONFIG_PATH = "/ladder.json"
+DEVICE_PATH = "/device.json"
+LADDER_FILE = "ladder.json"  # in the build folder, written by `edgeladder calibrate`
+MODELS_DIR = "models"  # on the board, beside /ladder.json
 MANAGED_DIRS = ("/ladder", "/models")  # deploy owns these: stale files there are removed
 ENTRY_POINTS = ("boot.py", "main.py")
 CHUNK_BYTES = 1024  # per raw-REPL exec; raw-paste mode does the flow control
@@ -140,9 +147,11 @@ def plan_files(
     *,
     build_dir: Path | None = None,
     firmware_dir: Path = FIRMWARE_DIR,
+    device_json: str | None = None,
 ) -> tuple[dict[str, bytes], list[str]]:
     """``({board path: contents}, [tier names])`` for everything a deploy writes."""
     task, build_dir = load_task(task_dir, build_dir)
+    ladder = _ladder(task, build_dir, task_dir)
     tiers = _pick_tiers(task, build_dir, board, task_dir)
     files: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="edgeladder-deploy-") as tmp:
@@ -158,6 +167,12 @@ def plan_files(
         path = f"/models/{t.ldr.name}"
         files[path] = data
         config_tiers[t.name] = _tier_config(path, data, t.ldr)
+    ladder_json, ladder_models = ladder if ladder is not None else ({}, {})
+    for name, ldr in ladder_models.items():
+        if name not in config_tiers:  # an edge stage on a tier of another board file
+            data = ldr.read_bytes()
+            files[f"/models/{ldr.name}"] = data
+            config_tiers[name] = _tier_config(f"/models/{ldr.name}", data, ldr)
     first = config_tiers[tiers[0].name]
     config = {
         "task": task.get("task"),
@@ -168,9 +183,68 @@ def plan_files(
         "normalize": task.get("normalize"),
         "tiers": config_tiers,
     }
+    if ladder_json:
+        # The calibrated ladder's keys (format, model_version, deadline_ms, input, stages) join
+        # the board keys above: one file, so the board's thresholds are the calibrated ones.
+        # The board opens an edge stage's "model" relative to /ladder.json's folder (ladder.app),
+        # and the deploy keeps models under /models/ (a managed folder: stale ones are removed).
+        stages = [dict(s) for s in ladder_json["stages"]]
+        for s in stages:
+            if s.get("where") == "edge":
+                s["model"] = MODELS_DIR + "/" + PurePosixPath(s["model"]).name
+        config.update(ladder_json, stages=stages)
+    if device_json is not None:
+        files[DEVICE_PATH] = _device_json(device_json)
     # sorted and compact: the same build gives the same bytes, so a re-deploy skips it
     files[CONFIG_PATH] = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     return files, [t.name for t in tiers]
+
+
+def _ladder(task: dict, build_dir: Path, task_dir: Path) -> tuple[dict, dict[str, Path]] | None:
+    """The build's calibrated ladder.json (validated), and ``{tier: .ldr}`` of its edge stages."""
+    from . import ladderconfig
+
+    path = Path(build_dir) / LADDER_FILE
+    if not path.is_file():
+        return None
+    cfg = ladderconfig.load(path)
+    if cfg.model_version != ladderconfig.model_version(build_dir):
+        raise DeployError(
+            f"it was calibrated for another build of the task: run `edgeladder calibrate "
+            f"{build_dir}` again",
+            path,
+        )
+    by_file = {
+        (Path(build_dir) / info["tflite"]).with_suffix(".ldr").name: name
+        for name, info in task.get("tiers", {}).items()
+        if "tflite" in info
+    }
+    ldr = {}
+    for s in cfg.stages:
+        if s.remote:
+            continue
+        name = by_file.get(s.model or "")
+        f = (Path(build_dir) / task["tiers"][name]["tflite"]).with_suffix(".ldr") if name else None
+        if f is None or not f.is_file():
+            raise BuildMissingError(
+                f"stage {s.name!r} runs {s.model}, which the build does not have: "
+                f"run `edgeladder build {task_dir}` and `edgeladder calibrate` again",
+                path,
+            )
+        ldr[name] = f
+    return json.loads(path.read_text()), ldr
+
+
+def _device_json(text: str) -> bytes:
+    """A board's /device.json, checked to be a JSON object with a u32 device id."""
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        raise DeployError(f"device.json is not JSON ({e})") from e
+    dev = raw.get("device") if isinstance(raw, dict) else None
+    if not isinstance(dev, int) or not 0 <= dev < 2**32:
+        raise DeployError('device.json needs a "device" id (an integer 0..2**32-1)')
+    return json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _pick_tiers(task: dict, build_dir: Path, board: boards.Board, task_dir: Path) -> list[_Tier]:
@@ -382,15 +456,23 @@ def deploy(
     firmware_dir: str | Path = FIRMWARE_DIR,
     progress: ProgressFn | None = None,
     reset: bool = True,
+    device_json: str | None = None,
 ) -> DeployResult:
-    """Copy what changed of the firmware and the task's device model(s) to ``port``; reset."""
+    """Copy what changed of the firmware and the task's device model(s) to ``port``; reset.
+
+    With ``build/<task>/ladder.json`` (``edgeladder calibrate``) the ladder goes into the
+    board's /ladder.json; ``device_json`` (its text) is written to /device.json.
+    """
     spec = boards.get(board) if isinstance(board, str) else board
     if not spec.is_device or not spec.mpy_arch:
         raise DeployError(f"board {spec.name!r} is a {spec.role}, not a MicroPython device")
     report = progress or (lambda event, path, size: None)
     task_dir = Path(task_dir)
     build = Path(build_dir) if build_dir is not None else None
-    load_task(task_dir, build)  # a missing build fails before the port is touched
+    task, build_path = load_task(task_dir, build)  # a missing build fails before the port is
+    _ladder(task, build_path, task_dir)  # touched, and so does a stale or broken ladder.json
+    if device_json is not None:
+        _device_json(device_json)
     started = time.monotonic()
     conn = _Board(port)
     try:
@@ -398,7 +480,12 @@ def deploy(
         probe = json.loads(conn.exec(_SCAN % {"dirs": (), "wanted": ()}))
         arch, simulated, notes = board_arch(probe["mpy"], probe["platform"], spec)
         files, tiers = plan_files(
-            task_dir, spec, arch, build_dir=build, firmware_dir=Path(firmware_dir)
+            task_dir,
+            spec,
+            arch,
+            build_dir=build,
+            firmware_dir=Path(firmware_dir),
+            device_json=device_json,
         )
         state = json.loads(conn.exec(_SCAN % {"dirs": MANAGED_DIRS, "wanted": tuple(files)}))
         result = DeployResult(port, spec.name, arch, probe["platform"], simulated, tiers)

@@ -105,14 +105,14 @@ def _whole_files_only(flash) -> None:
 
     new, _ = plan_files(TASK, boards.get("esp32"), "x64", build_dir=BUILD)
     old = {"/" + k: v for k, v in firmware_files().items()}
-    for folder in ("", "ladder", "ladder/kernels", "models"):
+    for folder in ("", "ladder", "ladder/kernels", "ladder/link", "models"):
         try:
             names = flash.listdir(folder)
         except Exception:  # a folder the cut came before
             continue
         for name in names:
             path = f"/{folder}/{name}" if folder else f"/{name}"
-            if name.endswith(".tmp") or name in ("ladder", "models", "kernels"):
+            if name.endswith(".tmp") or name in ("ladder", "models", "kernels", "link"):
                 continue  # a cut write's leftover (never renamed into place), or a folder
             data = flash.read_file(path)
             assert data in (new.get(path), old.get(path)), f"{path}: {len(data)} bytes, torn"

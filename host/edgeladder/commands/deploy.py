@@ -18,22 +18,52 @@ import click
     type=click.Path(file_okay=False, path_type=Path),
     help="Build folder of the task (default: build/<task>/).",
 )
+@click.option(
+    "--device-json",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ship this file as the board's /device.json (its id, fleet, link).",
+)
 @click.option("--no-reset", is_flag=True, help="Leave the board in the raw REPL, no soft reset.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def deploy(
-    task: Path, board: str, port: str, build_dir: Path | None, no_reset: bool, as_json: bool
+    task: Path,
+    board: str,
+    port: str,
+    build_dir: Path | None,
+    device_json: Path | None,
+    no_reset: bool,
+    as_json: bool,
 ) -> None:
     """Copy what changed of firmware/ (as .mpy), TASK's device model and its config to PORT.
 
+    The config includes the calibrated ladder when build/<task>/ladder.json exists
+    (`edgeladder calibrate`).
+
     Works the same on a real ESP32 and on a virtual board (`edgeladder sim board`).
     """
+    from edgeladder.deploy import DeployError
     from edgeladder.deploy import deploy as run
+
+    device = None
+    if device_json is not None:
+        try:
+            device = device_json.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DeployError(f"cannot read it ({e})", device_json) from e
 
     def progress(event: str, path: str, size: int) -> None:
         if not as_json:
             click.echo(f"  {event} {path}" + (f" ({size:,} bytes)" if size else ""))
 
-    result = run(port, task, board, build_dir=build_dir, progress=progress, reset=not no_reset)
+    result = run(
+        port,
+        task,
+        board,
+        build_dir=build_dir,
+        progress=progress,
+        reset=not no_reset,
+        device_json=device,
+    )
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
         return

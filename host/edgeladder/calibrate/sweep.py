@@ -1,0 +1,238 @@
+"""Threshold sweep: the ladder's accuracy, escalation and cost for many threshold settings.
+
+Inputs are per-stage Q16 gate confidences (ladder.gate.confidence, computed once) and per-stage
+right/wrong flags on the calibration split. A setting gives each stage a threshold; the last
+stage always answers (threshold 0). The board's threshold is swept over every distinct
+confidence it produced (every distinct outcome), plus 0 (never escalate) and 65536 (always);
+the middle stages over a coarse grid of quantiles. Everything is vectorized over the board's
+thresholds: a few thousand settings on a few hundred inputs take milliseconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from ladder import gate
+
+GRID = 20  # quantiles per middle stage
+# The middle stages only see what the board sends up: their grid is drawn from the inputs the
+# board is least sure of (this share of them), where their threshold matters.
+GRID_POPULATION = 0.5
+
+
+@dataclass
+class Sweep:
+    """One row per threshold setting (P rows); arrays, so that filters are one expression."""
+
+    thresholds: np.ndarray  # (P, S) Q16 per stage, last column 0
+    accuracy: np.ndarray  # (P,)
+    escalation: np.ndarray  # (P,) fraction of inputs that left the board
+    reach: np.ndarray  # (P, S) fraction of inputs that reached each stage
+    cost: np.ndarray  # (P,) expected cost units per input
+    errors: np.ndarray  # (P,) wrong answers (integer, for the robustness rules)
+    n: int
+    # (P,) the accuracy the stages' calibrated probabilities predict (see `sweep`), or None
+    expected_accuracy: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.accuracy)
+
+    def point(self, i: int) -> dict:
+        return {
+            "thresholds": [int(v) for v in self.thresholds[i]],
+            "accuracy": float(self.accuracy[i]),
+            "escalation": float(self.escalation[i]),
+            "reach": [float(v) for v in self.reach[i]],
+            "cost": float(self.cost[i]),
+            "errors": int(self.errors[i]),
+            "expected_accuracy": None
+            if self.expected_accuracy is None
+            else float(self.expected_accuracy[i]),
+        }
+
+    def columns(self) -> dict:
+        """Column lists for calibration.json (compact: one list per field)."""
+        return {
+            "thresholds": self.thresholds.astype(int).tolist(),
+            "accuracy": np.round(self.accuracy, 6).tolist(),
+            "escalation": np.round(self.escalation, 6).tolist(),
+            "reach_last": np.round(self.reach[:, -1], 6).tolist(),
+            "cost": np.round(self.cost, 6).tolist(),
+        }
+
+
+def edge_thresholds(conf: np.ndarray) -> np.ndarray:
+    """Every distinct confidence of the board's stage, plus 0 and 65536."""
+    return np.unique(np.concatenate([np.asarray(conf, np.int64), [0, gate.ONE]]))
+
+
+def middle_grid(conf: np.ndarray, edge_conf: np.ndarray, levels: int = GRID) -> np.ndarray:
+    """Quantiles of a middle stage's confidence over the inputs the board is least sure of."""
+    conf = np.asarray(conf, np.int64)
+    cut = np.quantile(edge_conf, GRID_POPULATION, method="higher")
+    pop = conf[np.asarray(edge_conf) <= cut]
+    q = np.quantile(pop, np.linspace(0, 1, levels + 1), method="lower") if len(pop) else []
+    return np.unique(np.concatenate([np.asarray(q, np.int64), [0, gate.ONE]]))
+
+
+def sweep(
+    conf: np.ndarray,
+    correct: np.ndarray,
+    costs: list[float],
+    *,
+    grids: list[np.ndarray] | None = None,
+    expected: np.ndarray | None = None,
+) -> Sweep:
+    """All settings: the board stage's thresholds x the middle stages' grids; last stage 0.
+
+    conf: (N, S) Q16 confidences; correct: (N, S) bool; costs: per stage, paid on reaching it.
+    Stage 0 runs on the board and every later stage is remote (what calibrate builds).
+    expected: (N, S) the probability that each stage's answer is right (its temperature-scaled
+    softmax at the class it answers); swept like ``correct`` into ``expected_accuracy``.
+    """
+    conf = np.asarray(conf, np.int64)
+    correct = np.asarray(correct, bool)
+    n, s = conf.shape
+    if s < 2:
+        raise ValueError("a ladder to sweep needs a board stage and at least one remote stage")
+    edge_t = edge_thresholds(conf[:, 0])
+    if grids is None:
+        grids = [middle_grid(conf[:, j], conf[:, 0]) for j in range(1, s - 1)]
+    cost = np.asarray(costs, np.float64)
+    soft = None if expected is None else np.asarray(expected, np.float64)
+    rows_t, rows_ok, rows_esc, rows_reach, rows_cost, rows_exp = [], [], [], [], [], []
+    for mids in itertools.product(*grids) if s > 2 else [()]:
+        # What happens to each input once it leaves the board, for these middle thresholds:
+        # right or wrong, which stage it ends at, what it costs.
+        ends = np.full(n, s - 1)
+        for j in range(s - 2, 0, -1):
+            ends = np.where(conf[:, j] >= mids[j - 1], j, ends)
+        down_ok = correct[np.arange(n), ends]
+        down_cost = np.array([cost[1 : e + 1].sum() for e in range(s)])[ends]
+        esc = conf[None, :, 0] < edge_t[:, None]  # (T, N): left the board
+        ok = np.where(esc, down_ok[None, :], correct[None, :, 0])
+        if soft is not None:
+            down_soft = soft[np.arange(n), ends]
+            rows_exp.append(np.where(esc, down_soft[None, :], soft[None, :, 0]).mean(axis=1))
+        reach = np.empty((len(edge_t), s))
+        reach[:, 0] = 1.0
+        for j in range(1, s):
+            reach[:, j] = (esc & (ends[None, :] >= j)).mean(axis=1)
+        rows_t.append(
+            np.column_stack(
+                [
+                    edge_t,
+                    np.tile(np.asarray(mids, np.int64), (len(edge_t), 1)),
+                    np.zeros_like(edge_t),
+                ]
+            )
+        )
+        rows_ok.append(ok.sum(axis=1))
+        rows_esc.append(esc.mean(axis=1))
+        rows_reach.append(reach)
+        rows_cost.append((esc * down_cost[None, :]).mean(axis=1) + cost[0])
+    n_ok = np.concatenate(rows_ok)
+    return Sweep(
+        thresholds=np.concatenate(rows_t).astype(np.int64),
+        accuracy=n_ok / n,
+        escalation=np.concatenate(rows_esc),
+        reach=np.concatenate(rows_reach),
+        cost=np.concatenate(rows_cost),
+        errors=n - n_ok,
+        n=n,
+        expected_accuracy=np.concatenate(rows_exp) if rows_exp else None,
+    )
+
+
+# -- choosing a point
+
+PLATEAU = 2  # the next this many higher board thresholds must meet the target too
+_EPS = 1e-12  # accuracies are ratios of integers: compare with a hair of slack
+
+
+@dataclass
+class Choice:
+    index: int  # row of the sweep
+    robust: bool  # every robustness rule held (accuracy mode); True in escalation mode
+    rules: dict  # which rules held at the chosen point, and notes
+
+
+def _cheapest(sw: Sweep, rows: np.ndarray) -> int:
+    """Lowest escalation off the board, then lowest cost, then highest accuracy."""
+    order = np.lexsort(
+        (sw.thresholds[rows, 0], -sw.accuracy[rows], sw.cost[rows], sw.escalation[rows])
+    )
+    return int(rows[order[0]])
+
+
+def plateau(sw: Sweep, meets: np.ndarray, k: int = PLATEAU) -> np.ndarray:
+    """meets[i] and the k next higher board thresholds (same other thresholds) meet too.
+
+    Past the last board threshold (everything escalated) counts as meeting.
+    """
+    out = np.zeros(len(sw), dtype=bool)
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(sw.thresholds[:, 1:].tolist()):
+        groups.setdefault(tuple(row), []).append(i)
+    for rows in groups.values():
+        idx = np.asarray(rows)[np.argsort(sw.thresholds[rows, 0], kind="stable")]
+        m = np.concatenate([meets[idx], np.ones(k, dtype=bool)])
+        ok = m[: len(idx)].copy()
+        for j in range(1, k + 1):
+            ok &= m[j : j + len(idx)]
+        out[idx] = ok
+    return out
+
+
+def choose_for_accuracy(sw: Sweep, target: float, *, robust: bool = True) -> Choice | None:
+    """The cheapest point whose accuracy is at least ``target``, robustly; None if none is.
+
+    Robust (the default): the point must also (1) sit on a plateau -- the next PLATEAU higher
+    board thresholds meet the target too, so one input more or less near the threshold does not
+    break it -- and (2) meet the target by the stages' calibrated probabilities
+    (``expected_accuracy``), which counts the errors the board stage is expected to make on the
+    inputs it keeps instead of the two or three a small validation split happens to contain.
+    When no point passes both, the plain cheapest point that meets the target is taken and
+    the choice says so.
+    """
+    meets = sw.accuracy >= target - _EPS
+    if not meets.any():
+        return None
+    flat = plateau(sw, meets)
+    calibrated = (
+        np.ones(len(sw), dtype=bool)
+        if sw.expected_accuracy is None
+        else sw.expected_accuracy >= target - _EPS
+    )
+    good = meets & flat & calibrated if robust else meets
+    rows = np.flatnonzero(good) if good.any() else np.flatnonzero(meets)
+    i = _cheapest(sw, rows)
+    rules = {
+        "meets_target": True,
+        "plateau": bool(flat[i]),
+        "calibrated": bool(calibrated[i]),
+        "robust_requested": robust,
+    }
+    if robust and not good.any():
+        rules["note"] = "no point passes the robustness rules; took the cheapest that meets"
+    return Choice(i, bool(flat[i] and calibrated[i]), rules)
+
+
+def choose_for_escalation(sw: Sweep, max_escalation: float) -> Choice | None:
+    """The most accurate point escalating at most ``max_escalation`` (ties: lowest escalation,
+    then lowest cost); None if none does."""
+    rows = np.flatnonzero(sw.escalation <= max_escalation + _EPS)
+    if not len(rows):
+        return None
+    best = sw.accuracy[rows].max()
+    i = _cheapest(sw, rows[sw.accuracy[rows] >= best - _EPS])
+    return Choice(i, True, {"max_escalation": max_escalation})
+
+
+def most_accurate(sw: Sweep) -> int:
+    """The most accurate point (ties: the cheapest): the best reachable figure."""
+    best = sw.accuracy.max()
+    return _cheapest(sw, np.flatnonzero(sw.accuracy >= best - _EPS))

@@ -1,0 +1,210 @@
+"""``edgeladder calibrate BUILD_OR_TASK``: thresholds for the ladder, written into ladder.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _pairs(kind: type):
+    """A click callback parsing ``a=1,b=2`` into ``{"a": kind(1), "b": kind(2)}``."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str | None) -> dict:
+        out: dict[str, Any] = {}
+        for item in (value or "").split(","):
+            if not item.strip():
+                continue
+            key, sep, num = item.partition("=")
+            try:
+                if not sep or not key.strip():
+                    raise ValueError
+                out[key.strip()] = kind(num)
+            except ValueError:
+                raise click.BadParameter(
+                    f"{item!r}: expected NAME={kind.__name__} pairs, e.g. gateway=1,cloud=5"
+                ) from None
+        return out
+
+    return parse
+
+
+@click.command("calibrate")
+@click.argument("build", metavar="BUILD_DIR_OR_TASK", type=click.Path(path_type=Path))
+@click.option(
+    "--target-accuracy",
+    type=float,
+    default=None,
+    metavar="DELTA",
+    help="Cheapest ladder with accuracy >= the largest tier's + DELTA on the split"
+    " [default: -0.003, i.e. 0.3 points below].",
+)
+@click.option(
+    "--max-escalation",
+    type=float,
+    default=None,
+    metavar="RATE",
+    help="Instead: the most accurate ladder that sends at most RATE of the inputs off the board.",
+)
+@click.option(
+    "--measure",
+    type=click.Choice(["auto", "max", "margin", "entropy"]),
+    default="auto",
+    show_default=True,
+    help="Gate confidence; auto: the highest AUROC per stage.",
+)
+@click.option("--deadline-ms", type=int, default=200, show_default=True)
+@click.option(
+    "--cost",
+    callback=_pairs(float),
+    default="gateway=1,cloud=5",
+    show_default=True,
+    help="Cost units of an input reaching a stage (by stage name or where).",
+)
+@click.option(
+    "--budget",
+    callback=_pairs(int),
+    default="",
+    help="budget_ms per stage or where [defaults: edge=20,gateway=80,cloud=150].",
+)
+@click.option(
+    "--rtt",
+    callback=_pairs(int),
+    default="",
+    help="expected_rtt_ms per remote stage or where [defaults: gateway=15,cloud=40].",
+)
+@click.option(
+    "--split",
+    default="val",
+    show_default=True,
+    help="val, or train+val (biased: the tiers were fitted on train). Never test.",
+)
+@click.option("--best-effort", is_flag=True, help="Take the most accurate point if none meets.")
+@click.option(
+    "--no-robust",
+    is_flag=True,
+    help="Take the cheapest point that meets the target, without the plateau and calibrated"
+    " checks (docs/calibration.md).",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="ladder.json to write (default: BUILD/ladder.json); calibration.json/.png go beside it.",
+)
+@click.option("--no-plot", is_flag=True, help="Skip calibration.png.")
+@click.option("--json", "as_json", is_flag=True, help="Print calibration.json to stdout.")
+def calibrate(
+    build: Path,
+    target_accuracy: float | None,
+    max_escalation: float | None,
+    measure: str,
+    deadline_ms: int,
+    cost: dict,
+    budget: dict,
+    rtt: dict,
+    split: str,
+    best_effort: bool,
+    no_robust: bool,
+    out: Path | None,
+    no_plot: bool,
+    as_json: bool,
+) -> None:
+    """Choose the ladder's gates and thresholds on BUILD's validation split; write ladder.json.
+
+    Per stage: temperature scaling (ECE before and after), the AUROC of each confidence
+    measure, then a threshold sweep (accuracy vs escalation vs cost) and a choice for the
+    target. `edgeladder deploy` ships the ladder.json to the board.
+    """
+    from ..calibrate import Options
+    from ..calibrate import calibrate as run
+
+    if target_accuracy is not None and max_escalation is not None:
+        raise click.UsageError("give --target-accuracy or --max-escalation, not both")
+    opts = Options(
+        target_accuracy=-0.003 if target_accuracy is None else target_accuracy,
+        max_escalation=max_escalation,
+        measure=measure,
+        deadline_ms=deadline_ms,
+        costs=cost,
+        budgets=budget,
+        rtts=rtt,
+        split=split,
+        best_effort=best_effort,
+        robust=not no_robust,
+        out=out,
+        plot=not no_plot,
+    )
+    result = run(build, opts)
+    if as_json:
+        click.echo(json.dumps(result.report, indent=2))
+        return
+    print_summary(result.report)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2%}"
+
+
+def print_summary(r: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(
+        title=f"{r['task']}: gates on the {r['split']} split ({r['inputs']} inputs)",
+        title_justify="left",
+    )
+    for col in ("stage", "where", "alone", "err", "T", "ECE T=1 → T", "AUROC max/margin/entr."):
+        t.add_column(col, justify="left" if col in ("stage", "where") else "right")
+    t.add_column("gate ≥ threshold", justify="left")
+    for s in r["stages"]:
+        au = s["auroc"]
+        t.add_row(
+            s["name"],
+            s["where"],
+            _pct(s["accuracy"]),
+            str(s["errors"]),
+            f"{s['temperature']:.3f}",
+            f"{s['ece_before']:.4f} → {s['ece_after']:.4f}",
+            "/".join(
+                "-" if au[m] is None else f"{au[m]:.3f}" for m in ("max", "margin", "entropy")
+            ),
+            f"{s['measure']} ≥ {s['threshold'] / 65536:.4f}",
+        )
+    console.print(t)
+    for s in r["stages"]:
+        if s["temperature_note"]:
+            console.print(f"{s['name']}: {s['temperature_note']}")
+
+    goal = r["target"]
+    if goal["mode"] == "accuracy":
+        what = (
+            f"accuracy >= {goal['accuracy']:.2%} ({goal['reference']} alone"
+            f" {goal['reference_accuracy']:.2%} {goal['delta'] * 100:+.2f} points)"
+        )
+    else:
+        what = f"escalation <= {goal['max_escalation']:.1%}, most accurate"
+    ladder = Table(title=f"ladder on {r['split']}: target {what}", title_justify="left")
+    for col in ("config", "accuracy", "escalated", "to the last", "cost/input"):
+        ladder.add_column(col, justify="left" if col == "config" else "right")
+    ch, fx = r["chosen"]["ladder"], r["fixed_threshold"]["ladder"]
+    last = list(ch["reach_rate"])[-1]
+    for name, row in (("chosen", ch), ("fixed 0.95 / 0.90", fx)):
+        ladder.add_row(
+            name,
+            _pct(row["accuracy"]),
+            _pct(row["escalation_rate"]),
+            _pct(row["reach_rate"][last]),
+            f"{row['expected_cost']:.3f}",
+        )
+    for name, acc in r["tiers_alone"].items():
+        ladder.add_row(f"{name} alone", _pct(acc), "", "", "")
+    console.print(ladder)
+    rules = r["chosen"]["rules"]
+    if "note" in rules:
+        console.print(f"[yellow]note:[/] {rules['note']}")
+    written = [r["ladder_json"], str(Path(r["ladder_json"]).with_name("calibration.json"))]
+    console.print("wrote " + ", ".join(written + ([r["plot"]] if r["plot"] else [])))

@@ -1,0 +1,201 @@
+"""`edgeladder calibrate`: metrics and temperature by hand, the choice rules, the digits build."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from edgeladder import cascade_eval, cli, ladderconfig
+from edgeladder.calibrate import metrics, scores, sweep, temperature
+
+# -- metrics, with numbers a person can check
+
+
+def test_ece_of_a_calibrated_set_is_zero_and_of_an_overconfident_one_is_the_gap():
+    # 10 answers at 0.8 with 8 right, 4 at 0.5 with 2 right: each bin's accuracy = confidence
+    conf = [0.8] * 10 + [0.5] * 4
+    ok = [1] * 8 + [0] * 2 + [1, 0, 1, 0]
+    assert metrics.ece(conf, ok) == pytest.approx(0.0)
+    # all at 0.9, all right: off by 0.1 everywhere
+    assert metrics.ece([0.9] * 5, [1] * 5) == pytest.approx(0.1)
+    # two bins: 0.9 with 1 of 2 right (gap 0.4), 0.3 with 0 of 2 right (gap 0.3): mean 0.35
+    assert metrics.ece([0.9, 0.9, 0.3, 0.3], [1, 0, 0, 0]) == pytest.approx(0.35)
+
+
+def test_auroc_perfect_reversed_ties_and_a_hand_count():
+    ok = np.array([1, 1, 0, 0], bool)
+    assert metrics.auroc([0.9, 0.8, 0.2, 0.1], ok) == 1.0  # every right answer above
+    assert metrics.auroc([0.1, 0.2, 0.8, 0.9], ok) == 0.0  # exactly backwards
+    assert metrics.auroc([0.5, 0.5, 0.5, 0.5], ok) == 0.5  # all ties: half each
+    # right {0.9, 0.5} vs wrong {0.5, 0.1}: pairs >, >, tie, > = 3.5 of 4
+    assert metrics.auroc([0.9, 0.5, 0.5, 0.1], ok) == pytest.approx(0.875)
+    assert metrics.auroc([0.9, 0.1], [True, True]) is None  # no errors: nothing to rank
+
+
+def test_temperature_fit_recovers_a_known_temperature():
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 4, size=(20000, 10))
+    p = metrics.softmax(z / 2.5)  # labels drawn as if the true temperature were 2.5
+    labels = np.array([rng.choice(10, p=row) for row in p])
+    t = temperature.fit_temperature(z, labels)
+    assert t == pytest.approx(2.5, rel=0.05)
+    assert temperature.nll(z, labels, t) < temperature.nll(z, labels, 1.0)
+    # the scaled probabilities are calibrated: ECE well below the unscaled one
+    ok = np.argmax(z, axis=1) == labels
+    after = metrics.ece(metrics.softmax(z / t).max(axis=1), ok)
+    assert after < 0.02 < metrics.ece(metrics.softmax(z).max(axis=1), ok)
+
+
+# -- the choice rules on hand-made sweeps
+
+
+def _sweep(acc, esc, expected=None, gateway=None) -> sweep.Sweep:
+    n = len(acc)
+    gw = np.zeros(n, np.int64) if gateway is None else np.asarray(gateway)
+    return sweep.Sweep(
+        thresholds=np.column_stack([np.arange(n) * 1000, gw, np.zeros(n, np.int64)]),
+        accuracy=np.asarray(acc, float),
+        escalation=np.asarray(esc, float),
+        reach=np.column_stack([np.ones(n), esc, np.zeros(n)]),
+        cost=np.asarray(esc, float),
+        errors=np.zeros(n, np.int64),
+        n=100,
+        expected_accuracy=None if expected is None else np.asarray(expected, float),
+    )
+
+
+def test_choice_needs_a_plateau_not_a_lucky_single_threshold():
+    # escalation rises with the board threshold; 0.10 meets the target once, then 0.15 does not
+    acc = [0.95, 0.99, 0.97, 0.99, 0.99, 0.99]
+    esc = [0.00, 0.10, 0.15, 0.20, 0.25, 0.30]
+    sw = _sweep(acc, esc)
+    assert sweep.choose_for_accuracy(sw, 0.99, robust=False).index == 1  # the cheapest
+    robust = sweep.choose_for_accuracy(sw, 0.99)
+    assert robust.index == 3 and robust.robust  # 0.20, 0.25, 0.30 all meet it
+    assert sweep.choose_for_accuracy(sw, 0.999) is None
+
+
+def test_choice_needs_the_calibrated_estimate_to_meet_the_target():
+    acc = [0.99, 0.99, 0.99, 0.99]
+    esc = [0.05, 0.10, 0.15, 0.20]
+    expected = [0.980, 0.986, 0.991, 0.995]  # the probabilities expect errors on kept inputs
+    choice = sweep.choose_for_accuracy(_sweep(acc, esc, expected), 0.99)
+    assert choice.index == 2 and choice.rules["calibrated"]
+    # nothing passes the calibrated rule: the plain cheapest, and the choice says so
+    plain = sweep.choose_for_accuracy(_sweep(acc, esc, [0.9] * 4), 0.99)
+    assert plain.index == 0 and not plain.robust and "note" in plain.rules
+
+
+def test_max_escalation_takes_the_most_accurate_then_the_least_escalation():
+    sw = _sweep([0.95, 0.98, 0.98, 0.99], [0.0, 0.05, 0.10, 0.20])
+    assert sweep.choose_for_escalation(sw, 0.15).index == 1
+    assert sweep.choose_for_escalation(sw, 0.2).index == 3
+
+
+# -- the real digits build
+
+
+def _calibrate(capsys, *args: str) -> tuple[int, str, str]:
+    rc = cli.main(["calibrate", *args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_calibrate_the_digits_build(digits_build, tmp_path, capsys):
+    out = tmp_path / "ladder.json"
+    rc, stdout, err = _calibrate(capsys, str(digits_build.out), "-o", str(out), "--json")
+    assert rc == 0, err
+    report = json.loads(stdout)
+    cfg = ladderconfig.load(out)  # what the board and the tiers accept
+    assert [s.where for s in cfg.stages] == ["edge", "gateway", "cloud"]
+    assert cfg.stages[0].model == "digits_tiny.ldr"
+    assert cfg.stages[1].tflite == "medium/digits_medium.tflite"
+    assert cfg.stages[-1].threshold == 0 and cfg.deadline_ms == 200
+    assert cfg.model_version == ladderconfig.model_version(digits_build.out)
+
+    # the thresholds meet the target on the validation split, by the gate-by-gate walk
+    info = scores.load_build(digits_build.out)
+    stages, y = scores.score_split(info, ["tiny", "medium", "large"], "val")
+    large = float(np.mean(stages[2].predictions == y))
+    logits, outputs = [s.logits for s in stages], [s.outputs for s in stages]
+    walk = cascade_eval.evaluate(cfg, logits, outputs, y)
+    assert walk.accuracy >= large - 0.003
+    assert walk.accuracy == pytest.approx(report["chosen"]["accuracy"])
+    assert walk.escalation_rate == pytest.approx(report["chosen"]["escalation"])
+    assert report["target"]["accuracy"] == pytest.approx(large - 0.003)
+
+    # the figures: a temperature, ECE before and after, an AUROC per measure, per stage
+    for s, st in zip(report["stages"], cfg.stages, strict=True):
+        assert s["temperature"] > 0 and st.temperature == s["temperature"]
+        assert st.exp_lut == ladderconfig.exp_lut(s["logit_scale"], s["temperature"])
+        assert 0 <= s["ece_before"] <= 1 and 0 <= s["ece_after"] <= 1
+        assert set(s["auroc"]) == {"max", "margin", "entropy"}
+    tiny = report["stages"][0]
+    assert 0.5 < tiny["auroc"][cfg.stages[0].measure] <= 1  # auto: the measure that ranks best
+    assert tiny["auroc"][tiny["measure"]] == max(v for v in tiny["auroc"].values() if v is not None)
+    assert report["sweep"]["count"] == len(report["sweep"]["accuracy"]) > 100
+    assert set(report["tiers_alone"]) == {"tiny", "medium", "large"}
+
+    # the fixed 0.95 / 0.90 config, evaluated on the same split
+    fixed = cascade_eval.fixed_threshold_ladder(cfg, [s.logit_scale for s in stages])
+    fixed_walk = cascade_eval.evaluate(fixed, logits, outputs, y)
+    assert report["fixed_threshold"]["thresholds"] == [62259, 58982, 0]
+    assert report["fixed_threshold"]["ladder"]["accuracy"] == pytest.approx(fixed_walk.accuracy)
+
+    png = (tmp_path / "calibration.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert width > 600 and height > 300
+    assert json.loads((tmp_path / "calibration.json").read_text()) == report
+
+
+def test_calibrate_for_a_maximum_escalation(digits_build, tmp_path, capsys):
+    out = tmp_path / "ladder.json"
+    argv = [str(digits_build.out), "-o", str(out), "--max-escalation", "0.05", "--no-plot"]
+    rc, stdout, err = _calibrate(capsys, *argv, "--measure", "max")
+    assert rc == 0, err
+    assert "escalation <= 5.0%" in stdout  # the rich summary
+    report = json.loads((tmp_path / "calibration.json").read_text())
+    assert report["chosen"]["escalation"] <= 0.05
+    assert {s.measure for s in ladderconfig.load(out).stages} == {"max"}
+    # the most accurate point within the budget: no sweep point there does better
+    sw = report["sweep"]
+    within = [a for a, e in zip(sw["accuracy"], sw["escalation"], strict=True) if e <= 0.05]
+    assert report["chosen"]["accuracy"] == pytest.approx(max(within))
+    assert not (tmp_path / "calibration.png").exists()
+
+
+def test_calibrate_bad_input_is_one_line(digits_build, tmp_path, capsys):
+    build = str(digits_build.out)
+    rc, _, err = _calibrate(capsys, str(tmp_path / "nothing"))
+    assert rc == 1 and err.startswith("error: no build of 'nothing'") and err.count("\n") == 1
+    rc, _, err = _calibrate(capsys, build, "--split", "test", "-o", str(tmp_path / "l.json"))
+    assert rc == 1 and "cannot calibrate on split 'test'" in err and err.count("\n") == 1
+    # above the largest tier: nothing reaches it; the error names the best reachable figure
+    argv = [build, "--target-accuracy", "0.01", "-o", str(tmp_path / "l.json"), "--no-plot"]
+    rc, _, err = _calibrate(capsys, *argv)
+    assert rc == 1 and "no threshold setting reaches accuracy" in err and "best reachable" in err
+    assert err.count("\n") == 1 and not (tmp_path / "l.json").exists()
+    rc, _, err = _calibrate(capsys, *argv, "--best-effort")
+    assert rc == 0, err
+    assert ladderconfig.load(tmp_path / "l.json").stages[0].where == "edge"
+
+
+def test_calibrate_reports_a_missing_tier_file(digits_build, tmp_path, capsys):
+    import shutil
+
+    build = tmp_path / "digits"
+    shutil.copytree(digits_build.out, build, ignore=shutil.ignore_patterns("*.keras", "c"))
+    (build / "medium" / "digits_medium.tflite").unlink()
+    rc, _, err = _calibrate(capsys, str(build))
+    assert rc == 1 and "tier 'medium': missing" in err and "rebuild" in err
+    assert not (build / "ladder.json").exists()
+
+
+def test_exp_lut_uses_the_temperature():
+    # ladderconfig.exp_lut is the board's table; a higher T flattens it
+    cold, hot = ladderconfig.exp_lut(0.25, 1.0), ladderconfig.exp_lut(0.25, 2.0)
+    assert cold[4] == round(16384 * math.exp(-1)) and hot[8] == cold[4]
