@@ -141,6 +141,15 @@ class Model:
             need = max(need, entry[1](p))
             ops.append((entry[0], p))
         self._ops = tuple(ops)
+        self._logits = None
+        if nops and op == F.SOFTMAX:
+            # The gate's logits: the final SOFTMAX's input ("in", rows * depth bytes), a view
+            # made once. It still holds this invoke's values afterwards because the arena plan
+            # (host/edgeladder/compiler/planner.py) keeps a buffer alive from the op that writes
+            # it to the last op that reads it: the SOFTMAX reads the logits, and its output is
+            # alive from that same op on (written there, the graph output until the end), so
+            # the two never share bytes, and no later op exists to overwrite the logits.
+            self._logits = memoryview(self.arena)[p[0] : p[0] + p[2] * p[3]]
         self._q = array("i", bytearray(4 * (ACC + need)))
 
     def _tensor(self, i, scale, zp, narena):
@@ -162,6 +171,11 @@ class Model:
         q = self._q
         for kernel, p in self._ops:
             kernel(a, b, p, q)
+
+    def logits(self):
+        """The int8 input of the final SOFTMAX (a memoryview into the arena, valid after
+        invoke()), or None if the model does not end with SOFTMAX."""
+        return self._logits
 
     def set_input(self, values):
         """Copy int8 values (array('b'), list, or bytes of two's complement) into the input."""

@@ -13,27 +13,55 @@ driver::
 
 Wire format (little-endian): an 8-byte header ``b"ELSF"``, the dtype (``b"b"`` int8 or ``b"h"``
 int16), a zero byte, the values per frame (uint16); then the frames back to back, frame ``i``
-sent at ``start + i / rate_hz`` (all at once with ``rate_hz=None``). The host closes the stream
-after the last frame (unless ``loop=True``, which repeats the samples until :meth:`stop`).
-Every connection gets the samples from the first one; connections are served one after
-another, so a board that reconnects (after a reset) starts over.
+sent at ``start + i / rate_hz`` (all at once with ``rate_hz=None``). After the last frame the
+host shuts its sending side (the board reads the end of the data; ``loop=True`` repeats the
+samples until :meth:`stop` instead). Every connection gets the samples from the first one;
+connections are served one after another, so a board that reconnects (after a reset) starts
+over.
+
+The answer channel: the board writes each answer back on the same connection (its actuator
+side), as ``ladder.hal.Sensor.write`` does: a u16 little-endian length, then a ``ladder.wire``
+ANSWER. The feed decodes them as they arrive, until the board closes the connection:
+``feed.answers`` is the list of :class:`Answer` (with the host's arrival time), and
+``feed.wait_answers(n, timeout)`` waits for the first ``n``. ``feed.sent_at[i]`` is when frame
+``i`` left the host, so ``answer.t - feed.sent_at[answer.ref]`` is the round trip as the host
+sees it. Anything undecodable is counted in ``feed.bad_answers``, never raised.
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import struct
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
+
+from ladder import wire
 
 from .board import SimError
 
 MAGIC = b"ELSF"
 HOST = "127.0.0.1"
 _DTYPES = {np.dtype(np.int8): b"b", np.dtype(np.int16): b"h"}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One ANSWER from the board: its fields (ladder.wire) and when the host received it."""
+
+    ref: int  # the frame's index on its connection, from 0
+    label: int
+    confidence: int  # Q16
+    source: str  # edge | gateway | cloud | edge_fallback
+    stage: int
+    latency_us: int  # as the board measured it: frame read to answer
+    device: int
+    seq: int
+    t: float  # time.monotonic() at arrival
 
 
 class SensorFeed:
@@ -65,7 +93,11 @@ class SensorFeed:
         self.header = MAGIC + _DTYPES[data.dtype] + b"\x00" + struct.pack("<H", data.shape[1])
         self.frame_bytes = self.samples[0].nbytes
         self.sent = 0  # frames sent, over all connections
+        self.sent_at: list[float] = []  # time.monotonic() per frame sent, in order
         self.connections = 0
+        self.answers: list[Answer] = []
+        self.bad_answers = 0
+        self._answered = threading.Condition()
         self._closing = threading.Event()
         self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -80,6 +112,16 @@ class SensorFeed:
     @property
     def address(self) -> tuple[str, int]:
         return self.host, self.port
+
+    def wait_answers(self, n: int, timeout: float) -> list[Answer]:
+        """The first ``n`` answers, waiting up to ``timeout`` seconds for them."""
+        with self._answered:
+            if not self._answered.wait_for(lambda: len(self.answers) >= n, timeout):
+                raise SimError(
+                    f"the board sent {len(self.answers)} of {n} answers within {timeout} s"
+                    f" ({self.sent} frames sent, {self.bad_answers} undecodable answers)"
+                )
+            return list(self.answers[:n])
 
     def stop(self) -> None:
         if self._closing.is_set():
@@ -106,10 +148,54 @@ class SensorFeed:
             except OSError:
                 return
             self.connections += 1
-            with conn, contextlib.suppress(OSError):
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                conn.sendall(self.header)
-                self._stream(conn)
+            reader = threading.Thread(
+                target=self._read_answers, args=(conn,), name=f"answers :{self.port}"
+            )
+            reader.daemon = True
+            with conn:
+                with contextlib.suppress(OSError):
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    reader.start()
+                    conn.sendall(self.header)
+                    self._stream(conn)
+                    conn.shutdown(socket.SHUT_WR)  # the end of the data; answers may follow
+                while reader.is_alive():  # until the board closes (or stop())
+                    reader.join(0.2)
+
+    def _read_answers(self, conn: socket.socket) -> None:
+        pending = b""
+        while not self._closing.is_set():
+            try:
+                if not select.select([conn], [], [], 0.2)[0]:
+                    continue
+                data = conn.recv(4096)
+            except (OSError, ValueError):
+                return
+            if not data:
+                return
+            t = time.monotonic()
+            pending += data
+            while len(pending) >= 2:
+                n = int.from_bytes(pending[:2], "little")
+                if len(pending) < 2 + n:
+                    break
+                self._take(pending[2 : 2 + n], t)
+                pending = pending[2 + n :]
+
+    def _take(self, msg: bytes, t: float) -> None:
+        try:
+            mtype, device, seq = wire.header(msg)
+            if mtype != wire.ANSWER:
+                raise ValueError(f"wire: type {mtype} on the answer channel")
+            ref, label, conf, source, stage, latency = wire.unpack_answer(msg)
+            name = wire.SOURCES[source]
+        except (ValueError, IndexError):
+            self.bad_answers += 1
+            return
+        answer = Answer(ref, label, conf, name, stage, latency, device, seq, t)
+        with self._answered:
+            self.answers.append(answer)
+            self._answered.notify_all()
 
     def _stream(self, conn: socket.socket) -> None:
         start = time.monotonic()
@@ -122,5 +208,6 @@ class SensorFeed:
                 if delay > 0 and self._closing.wait(delay):
                     return
             conn.sendall(self.samples[i % len(self.samples)].tobytes())
+            self.sent_at.append(time.monotonic())
             self.sent += 1
             i += 1

@@ -188,7 +188,11 @@ def test_calibrate_reports_a_missing_tier_file(digits_build, tmp_path, capsys):
     import shutil
 
     build = tmp_path / "digits"
-    shutil.copytree(digits_build.out, build, ignore=shutil.ignore_patterns("*.keras", "c"))
+    shutil.copytree(
+        digits_build.out,
+        build,
+        ignore=shutil.ignore_patterns("*.keras", "c", "ladder.json", "calibration.*"),
+    )
     (build / "medium" / "digits_medium.tflite").unlink()
     rc, _, err = _calibrate(capsys, str(build))
     assert rc == 1 and "tier 'medium': missing" in err and "rebuild" in err

@@ -2,8 +2,13 @@
 
 The split is made exactly as the build made it (edgeladder.recipe + edgeladder.data with the
 seed the build used) and normalized with the build's own statistics from ``task.json``, then
-quantized with each model's input parameters and run under LiteRT's reference kernels -- the
-same int8 numbers the board (bit-exact engine) and the host tiers (LiteRT) compute.
+quantized with each model's input parameters, and run by what will run that stage: a tier that
+runs on a board is scored by the board's own engine (``ladder.Model`` on the MicroPython VM, the
+simulator's ``micropython``), a host tier by LiteRT's reference kernels as ``edgeladder serve``
+runs it. The two differ: LiteRT rounds FULLY_CONNECTED once where TFLite Micro and the board
+round twice, so a logit can be one code apart, and a threshold chosen on LiteRT's numbers could
+put an input on the other side on the board. Without the simulator installed, board tiers fall
+back to LiteRT and say so (``StageScores.runtime``).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class StageScores:
     logit_zero_point: int
     input_scale: float
     input_zero_point: int
+    runtime: str = "LiteRT"  # what computed the numbers: "LiteRT" or "board engine"
 
     @property
     def predictions(self) -> np.ndarray:
@@ -157,6 +163,11 @@ def score_tier(info: BuildInfo, tier: str, x: np.ndarray) -> StageScores:
         outputs, logits = runner.run_int8_logits(runner.quantize_input(x))
     except ModelFileError as e:
         raise CalibrationError(f"{e}; the gate needs the logits", path) from e
+    runtime = "LiteRT"
+    ldr = _board_model(info, tier)
+    if ldr is not None and _have_micropython():
+        outputs, logits = board_engine_scores(ldr, runner.quantize_input(x))
+        runtime = "board engine"
     return StageScores(
         name=tier,
         tflite=rel,
@@ -166,7 +177,72 @@ def score_tier(info: BuildInfo, tier: str, x: np.ndarray) -> StageScores:
         logit_zero_point=runner.logits_zero_point,
         input_scale=runner.input_scale,
         input_zero_point=runner.input_zero_point,
+        runtime=runtime,
     )
+
+
+def _board_model(info: BuildInfo, tier: str) -> Path | None:
+    """The tier's compiled board model if the tier runs on a device board, else None."""
+    rel = ((info.report.get("tiers", {}).get(tier) or {}).get("files") or {}).get("compiled")
+    return info.build_dir / rel if rel and (info.build_dir / rel).is_file() else None
+
+
+def _have_micropython() -> bool:
+    try:
+        from edgeladder_sim.vm import find_micropython
+    except ImportError:
+        return False
+    try:
+        find_micropython()
+    except Exception:  # the simulator is installed but its VM is not: LiteRT it is
+        return False
+    return True
+
+
+# Reads every input, invokes, writes the logits view and the output: one process per tier.
+_ENGINE_SCRIPT = """\
+from ladder import Model
+m = Model.load({model!r})
+lg = m.logits()
+out = m.output.data
+inp = m.input.data
+buf = bytearray(len(inp))
+with open({inputs!r}, "rb") as fi, open({outputs!r}, "wb") as fo:
+    while fi.readinto(buf) == len(buf):
+        inp[:] = buf
+        m.invoke()
+        fo.write(lg)
+        fo.write(out)
+"""
+
+
+def board_engine_scores(ldr: Path, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 outputs, int8 logits) of the board engine on int8 inputs, under ``micropython``."""
+    import tempfile
+
+    from edgeladder_sim.vm import FIRMWARE_DIR, run_micropython
+
+    from .. import boards
+    from ..mpycross import compile_tree
+
+    xq = np.ascontiguousarray(xq, np.int8).reshape(len(xq), -1)
+    with tempfile.TemporaryDirectory(prefix="edgeladder-score-") as tmp:
+        t = Path(tmp)
+        # .mpy as a board gets them: importing the sources would need compiler RAM.
+        compile_tree(FIRMWARE_DIR, "host", t / "fw")
+        (t / "in.bin").write_bytes(xq.tobytes())
+        code = _ENGINE_SCRIPT.format(
+            model=str(ldr), inputs=str(t / "in.bin"), outputs=str(t / "out.bin")
+        )
+        res = run_micropython(
+            code, heap_bytes=boards.get("esp32").heap_bytes, path=[t / "fw"], timeout=300
+        )
+        if res.returncode != 0:
+            raise CalibrationError(f"the board engine failed: {res.stdout[-400:]}", ldr)
+        raw = np.frombuffer((t / "out.bin").read_bytes(), np.int8)
+    both = raw.reshape(len(xq), -1)
+    classes = both.shape[1] // 2
+    return both[:, classes:].copy(), both[:, :classes].copy()
 
 
 def score_split(
