@@ -26,6 +26,7 @@ from .engine import Model
 from .quant import top_k_into
 
 _K = const(2)  # top-k pairs an escalation carries
+_RESERVE_MS = const(3)  # of the deadline, kept for writing the answer after a wait
 _RESULT = const(1)
 _REJECTED = const(2)
 _U16 = const(65535)
@@ -168,8 +169,9 @@ class Cascade:
         if not link.tier_online():
             self.skips[_OFFLINE] += 1
             return 0
-        # whole ms left, rounded down: a tier is never promised time the board does not have
-        left_ms = self.deadline_ms - (ticks_diff(self._now(), t0) + 999) // 1000
+        # whole ms left, rounded down, less the answer reserve: a tier is never promised time
+        # the board does not have
+        left_ms = self.deadline_ms - _RESERVE_MS - (ticks_diff(self._now(), t0) + 999) // 1000
         if left_ms <= self.rtt_ms:
             self.skips[_NO_TIME] += 1
             return 0
@@ -190,7 +192,9 @@ class Cascade:
         self.esc_bytes = n
         self._want = seq
         self._got = 0
-        budget = self.deadline_ms * 1000
+        # Stop waiting _RESERVE_MS early: the fallback answer itself (pack, write) must land
+        # inside the deadline, not just start before it.
+        budget = (self.deadline_ms - _RESERVE_MS) * 1000
         while not self._got:
             left_us = budget - ticks_diff(self._now(), t0)
             if left_us <= 0:

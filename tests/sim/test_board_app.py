@@ -21,6 +21,7 @@ from ladder import framing, gate, wire
 
 DEVICE = 0x1234
 DEADLINE_MS = 120
+RESERVE_MS = 3  # ladder.cascade stops waiting this early: the answer lands inside the deadline
 THRESHOLD = 60000
 TEMPERATURE = 2.0
 
@@ -85,7 +86,7 @@ def test_missing_host_costs_two_deadlines_then_the_link_backs_off(
     assert [a.ref for a in answers] == list(range(len(rows)))
     for a, u in zip(answers, unsure, strict=True):
         assert a.source == ("edge_fallback" if u else "edge")
-    waited = [a for a in answers if a.latency_us >= DEADLINE_MS * 1000]
+    waited = [a for a in answers if a.latency_us >= (DEADLINE_MS - RESERVE_MS) * 1000]
     assert len(waited) == 2  # the two escalations that went unanswered
     assert all(a.latency_us < 20_000 for a in answers if a not in waited)
     assert done["escalated"] == 2 and done["timeouts"] == 2

@@ -31,6 +31,7 @@ from ladder import framing, gate, wire
 
 DEVICE = 0x00C0FFEE
 DEADLINE_MS = 150
+RESERVE_MS = 3  # ladder.cascade stops waiting this early: the answer lands inside the deadline
 THRESHOLD = 60000  # Q16 on "max": sure rows are at 1.0, unsure ones far below
 TEMPERATURE = 2.0  # spreads the tiny model's confidence: enough unsure test rows
 N_SURE, N_UNSURE = 18, 12
@@ -160,7 +161,9 @@ def test_board_ladder_over_serial(digits_build, sim_board_factory, sensor_feed):
             assert a.label == labels[i] and a.stage == 1 and a.confidence == 61000
             assert a.latency_us < DEADLINE_MS * 1000
         elif want == "edge_fallback":
-            assert DEADLINE_MS * 1000 <= a.latency_us <= DEADLINE_MS * 1000 + SLACK_US
+            assert (
+                (DEADLINE_MS - RESERVE_MS) * 1000 <= a.latency_us <= DEADLINE_MS * 1000 + SLACK_US
+            )
         else:
             assert a.stage == 0 and a.confidence >= THRESHOLD and a.latency_us < 20_000
     assert list(plan.values()).count("ignored") == 4
