@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: $(STAMP)
-	$(BIN)/edgeladder build models/digits
+	$(BIN)/edgeladder demo models/digits
 
 test: $(STAMP)
 	$(BIN)/ruff check .

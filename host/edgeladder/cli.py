@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "deploy": "edgeladder.commands.deploy:deploy",
     "calibrate": "edgeladder.commands.calibrate:calibrate",
     "serve": "edgeladder.commands.serve:serve",
+    "demo": "edgeladder.commands.demo:demo",
 }
 
 _HELP = {
@@ -43,6 +44,7 @@ _HELP = {
     "flash": "Write firmware to a real or virtual board with esptool, verify, reset.",
     "deploy": "Copy changed firmware (.mpy), a task's device model and config to a board.",
     "calibrate": "Fit the ladder's gates and thresholds on validation data; write ladder.json.",
+    "demo": "The whole ladder on virtual boards: accuracy, escalations, latency, an outage.",
     "serve": "Serve a remote ladder stage (gateway/cloud) with LiteRT over MQTT or serial.",
 }
 

@@ -9,47 +9,106 @@ start in seconds.
 
 from __future__ import annotations
 
-import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..ladderconfig import LadderConfig, device_json, save
+from ..ladderconfig import device_json
 
-FIRMWARE = Path(__file__).resolve().parents[3] / "firmware"
 BOOT_TIMEOUT_S = 30.0
+DEVICE_BASE = 0xE1000000  # demo device ids: e1000000, e1000001, ...
+# A virtual board runs the MicroPython unix port: native code (viper) for this machine.
+_SIM_ARCH = "host"
 
 
 @dataclass
 class DemoBoard:
     device: int
     sim: object  # edgeladder_sim.bridge.VirtualBoard
-    feed: object  # edgeladder_sim.sensor.SensorFeed
-    rows: np.ndarray  # the int8 frames it is fed, in order
-    indices: np.ndarray  # each frame's row in the demo's input list
+    feed: PhasedFeed
+    indices: np.ndarray  # the test rows of the main pass, in order
+    pass2: np.ndarray  # the test rows of the second pass, cycled
 
     def close(self) -> None:
         self.feed.stop()
         self.sim.close()
 
 
-def firmware_files() -> dict[str, bytes]:
-    from edgeladder_sim.plugin import firmware_files as files
+def _phased_feed_class():
+    from edgeladder_sim.sensor import SensorFeed
 
-    return files(_firmware_dir())
+    class _PhasedFeed(SensorFeed):
+        """A sensor feed in two passes that the demo starts and ends.
+
+        The main pass sends its rows once at ``rate_hz``; then the feed holds until
+        ``start_second()`` and cycles the second pass's rows until ``end_second()``, then ends
+        the stream (the board's app sees the end of the data and stops).
+        """
+
+        def __init__(self, main: np.ndarray, second: np.ndarray, rate_hz: float) -> None:
+            self.second = np.ascontiguousarray(second)
+            self._go = threading.Event()
+            self._go2 = threading.Event()
+            self._end2 = threading.Event()
+            super().__init__(main, rate_hz)
+
+        def start_main(self) -> None:
+            self._go.set()
+
+        def start_second(self) -> None:
+            self._go2.set()
+
+        def end_second(self) -> None:
+            self._go2.set()
+            self._end2.set()
+
+        def _stream(self, conn) -> None:
+            if not self._wait(self._go):
+                return
+            self._send(conn, self.samples, lambda i: i == len(self.samples))
+            if not self._wait(self._go2) or self._end2.is_set():
+                return
+            self._send(conn, self.second, lambda i: self._end2.is_set())
+
+        def _wait(self, event: threading.Event) -> bool:
+            while not event.wait(0.05):
+                if self._closing.is_set():
+                    return False
+            return not self._closing.is_set()
+
+        def _send(self, conn, rows: np.ndarray, done) -> None:
+            start = time.monotonic()
+            i = 0
+            while not self._closing.is_set() and not done(i):
+                delay = start + i / self.rate_hz - time.monotonic()
+                if delay > 0 and self._closing.wait(delay):
+                    return
+                conn.sendall(rows[i % len(rows)].tobytes())
+                self.sent_at.append(time.monotonic())
+                self.sent += 1
+                i += 1
+
+    return _PhasedFeed
 
 
-def _firmware_dir() -> Path:
-    # Installed in development mode the firmware sits beside host/; the simulator knows where.
-    from edgeladder_sim.vm import FIRMWARE_DIR
+PhasedFeed = object  # the class is made on first use: the simulator is an optional extra
 
-    return FIRMWARE_DIR
+
+def board_files(build_dir: Path, task_dir: Path) -> dict[str, bytes]:
+    """What ``edgeladder deploy`` would write to a virtual ESP32 (compiled .mpy, models, ladder)."""
+    from .. import boards
+    from ..deploy import plan_files
+
+    files, _ = plan_files(task_dir, boards.get("esp32"), _SIM_ARCH, build_dir=build_dir)
+    return {k.lstrip("/"): v for k, v in files.items()}
 
 
 def start_fleet(
-    cfg: LadderConfig,
     build_dir: Path,
+    task_dir: Path,
     rows: np.ndarray,
     *,
     boards: int,
@@ -58,26 +117,21 @@ def start_fleet(
     mqtt_port: int,
     fleet: str,
     gateway: str,
-    workdir: Path | None = None,
+    workdir: Path,
+    second_pass: int = 120,
 ) -> list[DemoBoard]:
-    """Power on ``boards`` virtual ESP32s; board k is fed rows k, k + boards, k + 2*boards, ..."""
+    """Power on ``boards`` virtual ESP32s; board k gets rows k, k + boards, k + 2*boards, ..."""
     from edgeladder_sim.bridge import VirtualBoard
-    from edgeladder_sim.sensor import SensorFeed
 
-    workdir = Path(workdir or tempfile.mkdtemp(prefix="edgeladder-demo-"))
-    ladder_file = save(workdir / "ladder.json", cfg)
-    common = dict(firmware_files())
-    common["ladder.json"] = ladder_file.read_bytes()
-    for stage in cfg.stages:
-        if not stage.remote:
-            common[stage.model] = _find_model(build_dir, stage.model).read_bytes()
-
+    feed_class = _phased_feed_class()
+    common = board_files(build_dir, task_dir)
     made: list[DemoBoard] = []
     try:
         for k in range(boards):
             idx = np.arange(k, len(rows), boards)
-            feed = SensorFeed(rows[idx], rate_hz)
-            device = 0xE1000000 + k
+            idx2 = np.roll(np.arange(len(rows)), -k * second_pass)[:second_pass]
+            feed = feed_class(rows[idx], rows[idx2], rate_hz)
+            device = DEVICE_BASE + k
             files = dict(common)
             files["device.json"] = device_json(
                 device,
@@ -86,9 +140,9 @@ def start_fleet(
                 sensor={"kind": "tcp", "host": "127.0.0.1", "port": feed.port},
                 gateway=gateway,
             ).encode()
-            sim = VirtualBoard("esp32", workdir / f"board{k}")
+            sim = VirtualBoard("esp32", Path(workdir) / f"board{k}")
             sim.board.flash.write_files(files)
-            made.append(DemoBoard(device, sim, feed, rows[idx], idx))
+            made.append(DemoBoard(device, sim, feed, idx, idx2))
         for b in made:  # all boot at once: N processes, not N boot times in a row
             b.sim.board.power_on()
         for b in made:
@@ -98,12 +152,3 @@ def start_fleet(
             b.close()
         raise
     return made
-
-
-def _find_model(build_dir: Path, name: str) -> Path:
-    hits = sorted(Path(build_dir).rglob(name))
-    if not hits:
-        from ..errors import ModelFileError
-
-        raise ModelFileError(f"no {name} in the build; run `edgeladder build`", build_dir)
-    return hits[0]

@@ -15,9 +15,9 @@ from typing import NamedTuple
 from edgeladder.errors import EdgeladderError
 from ladder.wire import SOURCES
 
-# The demo's phases in the order they happen: the held-out set with every tier up, the same
-# stream with the gateway killed, then after the gateway came back.
-PHASES = ("main", "gateway_down", "recovered")
+# The demo's phases in the order they happen: the held-out set with every tier up; then a
+# second pass: before the gateway is killed, while it is down, after it came back.
+PHASES = ("main", "before_kill", "gateway_down", "recovered")
 REMOTE_SOURCES = ("gateway", "cloud")
 
 
