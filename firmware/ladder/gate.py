@@ -13,7 +13,7 @@
 #   max      p_top1
 #   margin   p_top1 - p_top2
 #   entropy  1 - H(p) / H(uniform), with -p*log2(p) from a 257-entry table
-# Overflow: e <= 2**14 and the sum s <= 256 * 2**14 = 2**22, so e << 15 < 2**30 stays a small int
+# Overflow: e <= 2**14 and the sum s <= 256 * 2**14 = 2**22, so e << 15 <= 2**29 stays a small int
 # on a 32-bit board (no heap allocation); probabilities are computed in Q15, then doubled.
 
 from binascii import unhexlify
@@ -85,7 +85,8 @@ def confidence(measure, logits, n, lut):
         hmax = n * _nlog(32768 // n)  # the same arithmetic on the uniform distribution
         if hmax <= 0 or h >= hmax:
             return 0
-        return ONE - (h << 16) // hmax
+        # h << 14 < 2**29 even for 256 classes (h <= 8 bits in Q12): a small int on a board
+        return ONE - (((h << 14) // hmax) << 2)
     raise ValueError("gate: unknown measure %d" % measure)
 
 
