@@ -27,6 +27,8 @@ class Traffic:
     results: int = 0
     rejects: int = 0
     status: dict[str, list[tuple[float, str]]] = field(default_factory=dict)  # tier -> events
+    heap_free: dict[int, int] = field(default_factory=dict)  # device -> lowest reported
+    bad: int = 0  # device messages that did not decode
 
 
 class Monitor:
@@ -70,6 +72,8 @@ class Monitor:
                 t.escalations.append((now, int(parts[3], 16), len(msg.payload)))
                 # fixed header (2) + topic length (2) + topic + payload; QoS 0: no packet id
                 t.escalation_packets.append(2 + 2 + len(msg.topic) + len(msg.payload))
+            elif len(parts) == 6 and parts[4] == wire.UP and parts[5] in ("hello", "hb"):
+                self._heap(int(parts[3], 16), msg.payload)
             elif len(parts) == 6 and parts[4] == wire.DOWN:
                 if parts[5] == "res":
                     t.results += 1
@@ -79,6 +83,18 @@ class Monitor:
                 text = msg.payload.decode(errors="replace")
                 t.status.setdefault(parts[3], []).append((now, text))
             self._lock.notify_all()
+
+    def _heap(self, device: int, payload: bytes) -> None:
+        # HELLO and HEARTBEAT carry the board's free heap: the lowest one seen is the figure.
+        try:
+            mtype = wire.header(payload)[0]
+            fields = (wire.unpack_hello if mtype == wire.HELLO else wire.unpack_heartbeat)(payload)
+        except ValueError:
+            self.traffic.bad += 1
+            return
+        free = fields[5] if mtype == wire.HELLO else fields[1]
+        known = self.traffic.heap_free.get(device)
+        self.traffic.heap_free[device] = free if known is None else min(known, free)
 
     def status(self, tier: str) -> str | None:
         with self._lock:

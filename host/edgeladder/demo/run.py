@@ -134,6 +134,7 @@ def run_demo(
         "escalation_payload_bytes": sorted({b for _, _, b in monitor.traffic.escalations}),
         "escalation_mqtt_packet_bytes": _mean(monitor.traffic.escalation_packets),
         "escalations_on_the_wire": len(monitor.traffic.escalations),
+        "board_heap_free_min": min(monitor.traffic.heap_free.values(), default=None),
         "calibration": calibration,
     }
     if not opts.workdir:
