@@ -150,9 +150,8 @@ def latency_table(report: DemoReport) -> ReportTable:
 
 
 def final_tables(report: DemoReport) -> list[ReportTable]:
-    return [
-        comparison_table(report),
-        wire_table(report),
-        outage_table(report),
-        latency_table(report),
-    ]
+    tables = [comparison_table(report), wire_table(report)]
+    if report.gateway_killed_ms is not None:  # a run without the outage pass has no such table
+        tables.append(outage_table(report))
+    tables.append(latency_table(report))
+    return tables
