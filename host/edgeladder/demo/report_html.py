@@ -63,7 +63,7 @@ def plot_calibration(report: DemoReport) -> bytes:
             [100 * p[1] for p in sweep],
             ".-",
             color="#607d8b",
-            label=f"calibration sweep ({report.sweep_stage} threshold)",
+            label=f"{report.sweep_stage} threshold swept, same inputs",
         )
         chosen = report.thresholds.get(report.sweep_stage)
         if chosen is not None:
@@ -90,17 +90,21 @@ def plot_calibration(report: DemoReport) -> bytes:
         color="#ff8f00",
         label=f"fixed thresholds {fixed}",
     )
+    # Tiers with the same point (medium and large often tie) share one marker and one label.
+    points: dict[tuple[float, float], list[str]] = {}
     for tier, x in zip(TIERS, (0.0, 100.0, 100.0), strict=True):
         acc = report.tier_accuracy.get(tier)
         if acc is not None:
-            ax.plot(x, 100 * acc, "^", ms=9, color=_COLORS["gateway"] if x else _COLORS["edge"])
-            ax.annotate(
-                f"{tier} alone",
-                (x, 100 * acc),
-                textcoords="offset points",
-                xytext=(6 if x == 0 else -6, 6),
-                ha="left" if x == 0 else "right",
-            )
+            points.setdefault((x, round(100 * acc, 6)), []).append(tier)
+    for (x, acc), tiers in points.items():
+        ax.plot(x, acc, "^", ms=9, color=_COLORS["gateway"] if x else _COLORS["edge"])
+        ax.annotate(
+            f"{' = '.join(tiers)} alone",
+            (x, acc),
+            textcoords="offset points",
+            xytext=(6 if x == 0 else -6, 6),
+            ha="left" if x == 0 else "right",
+        )
     large = report.tier_accuracy.get("large")
     if large is not None:
         ax.axhline(100 * large - 0.3, ls="--", lw=1, color="#9e9e9e", label="large − 0.3 pt")

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +71,7 @@ class Offline:
     replay_accuracy: float
     replay_escalation_rate: float
     replay_labels: np.ndarray
+    sweep: list[SweepPoint]  # the board threshold swept over the same inputs
 
 
 @dataclass
@@ -192,6 +193,7 @@ def offline_figures(build_dir: Path, cfg: LadderConfig) -> tuple[np.ndarray, np.
     replay = cascade_eval.evaluate(cfg, logits, outputs, y)
     fixed_cfg = cascade_eval.fixed_threshold_ladder(cfg, [got[t].logit_scale for t in stage_tiers])
     fixed = cascade_eval.evaluate(fixed_cfg, logits, outputs, y)
+    sweep = board_threshold_sweep(cfg, logits, outputs, y)
     rows = quantize(x, cfg.input_scale, cfg.input_zero_point).reshape(len(x), -1)
     return (
         rows.astype(np.int8),
@@ -203,8 +205,20 @@ def offline_figures(build_dir: Path, cfg: LadderConfig) -> tuple[np.ndarray, np.
             replay_accuracy=float(replay.accuracy),
             replay_escalation_rate=replay.escalation_rate,
             replay_labels=replay.labels,
+            sweep=sweep,
         ),
     )
+
+
+def board_threshold_sweep(cfg: LadderConfig, logits, outputs, y) -> list[SweepPoint]:
+    """Accuracy vs escalation over the board stage's threshold, the other gates as calibrated."""
+    conf = cascade_eval.confidences(cfg, logits)
+    points = []
+    for t in np.unique(np.concatenate([conf[:, 0], [0, 65537]])):
+        stages = [replace(cfg.stages[0], threshold=int(min(t, 65536))), *cfg.stages[1:]]
+        r = cascade_eval.evaluate(replace(cfg, stages=stages), logits, outputs, y, conf=conf)
+        points.append(SweepPoint(min(t, 65536) / 65536.0, float(r.accuracy), r.escalation_rate))
+    return points
 
 
 def start_tiers(build_dir: Path, cfg: LadderConfig, url: str, workdir: Path, step: Step) -> dict:
@@ -363,10 +377,6 @@ def make_report(opts, cfg, calibration, offline, run, monitor, rows) -> DemoRepo
     json_bytes = [json_payload_bytes(rows[i]) for i in escalated_rows] or [
         json_payload_bytes(rows[0])
     ]
-    sweep = tuple(
-        SweepPoint(p["threshold"] / 65536.0, p["accuracy"], p["escalation"])
-        for p in _sweep_points(calibration)
-    )
     return DemoReport(
         answers=tuple(run.answers),
         tier_accuracy=offline.tier_accuracy,
@@ -376,27 +386,13 @@ def make_report(opts, cfg, calibration, offline, run, monitor, rows) -> DemoRepo
         json_bytes_per_escalation=round(_mean(json_bytes)),
         deadline_ms=cfg.deadline_ms,
         thresholds={s.name: s.threshold / 65536.0 for s in cfg.stages if s.threshold},
-        sweep=sweep,
+        sweep=tuple(offline.sweep),
         sweep_stage=cfg.stages[0].name,
         input_bytes=int(rows.shape[1]),
         gateway_killed_ms=run.ms(run.killed_at),
         gateway_restored_ms=run.ms(run.restored_at),
         phases=tuple(run.phases),
     )
-
-
-def _sweep_points(calibration: dict) -> list[dict]:
-    sw = calibration.get("sweep") or {}
-    pts = sw.get("points") if isinstance(sw, dict) else sw
-    out = []
-    for p in pts or []:
-        th = p.get("threshold", p.get("thresholds", [0])[0] if p.get("thresholds") else 0)
-        if isinstance(th, list | tuple):
-            th = th[0]
-        out.append(
-            {"threshold": th, "accuracy": p["accuracy"], "escalation": p.get("escalation", 0)}
-        )
-    return out
 
 
 def _agreement(answers: list[Answer], replay: np.ndarray) -> float | None:
