@@ -91,6 +91,8 @@ _WAIT_STEP_MS = const(100)  # poll() runs service() at least this often while it
 _WRITE_TRIES = const(5)  # a full send buffer gets this many 1 ms retries, then counts as broken
 _READS = const(16)  # chunks read per service(): bounds its time under a flood
 _CHUNK = const(128)
+_IPPROTO_TCP = const(6)  # the same numbers on Linux and lwIP; MicroPython names neither
+_TCP_NODELAY = const(1)
 _RX_SIZE = const(512)  # largest incoming packet body (topic + packet id + payload)
 _Q1_PAYLOAD = const(64)  # largest QoS 1 payload (a HELLO is 22 bytes)
 
@@ -171,6 +173,10 @@ class Link:
             self._addr = socket.getaddrinfo(self._host, self._port)[0][-1]
         s = socket.socket()
         s.setblocking(False)
+        try:  # an escalation is one small packet: send it now, not after the broker's ACK
+            s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+        except OSError:
+            pass
         try:
             s.connect(self._addr)
         except OSError as e:
