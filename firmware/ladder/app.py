@@ -98,6 +98,10 @@ class App:
                 )  # fmt: skip
                 sensor.write(msg, n)
                 self.frames += 1
+                if c.reject_reason == wire.UNKNOWN_DEVICE:
+                    # the tier has not heard our HELLO (it started after us, or lost it)
+                    c.reject_reason = 0
+                    self.hello()
             self.heartbeat()
         finally:
             lk.close()

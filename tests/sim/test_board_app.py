@@ -147,3 +147,48 @@ def test_a_missing_sensor_is_reported_and_the_board_reaches_its_repl(
     out = sim.board.output()
     assert b"edgeladder ladder stopped" in out and b"OSError" in out
     assert sim.mpremote("exec", "print(6 * 7)").stdout == "42\n"
+
+
+def test_a_tier_that_does_not_know_the_board_gets_a_hello_again(
+    digits_build, sim_board_factory, sensor_feed
+):
+    # A tier that started after the board (or lost its HELLO) rejects with unknown_device: the
+    # board answers that input at once (edge_fallback) and says HELLO again, so the next
+    # escalation is served.
+    build = Path(digits_build.out)
+    rows, unsure = _rows(build, 2, 4)
+    feed = sensor_feed(rows, rate_hz=10)
+    dev = device_json(DEVICE, {"kind": "serial"}, feed.port)
+    sim = sim_board_factory(files=board_files(build, _ladder(build), dev), firmware=True)
+    seen: list[int] = []  # message types from the board, in order
+    answered = rejected = 0
+    dec = framing.Decoder(wire.MAX_MESSAGE)
+    with serial.Serial(sim.port, 115200, timeout=0.05) as ser:
+        end = time.monotonic() + 30
+        got: list[bytes] = []
+        while len(feed.answers) < len(rows) and time.monotonic() < end:
+            got.clear()
+            data = ser.read(4096)
+            dec.feed(data, len(data), lambda b, n: got.append(bytes(b[:n])))
+            for m in list(got):
+                mtype, _, seq = wire.header(m)
+                seen.append(mtype)
+                if mtype != wire.ESCALATE:
+                    continue
+                buf = bytearray(64)
+                if not rejected:
+                    n = wire.pack_reject(buf, DEVICE, 1, seq, wire.UNKNOWN_DEVICE)
+                    rejected += 1
+                else:
+                    version = wire.unpack_escalate(m)[0]
+                    n = wire.pack_result(buf, DEVICE, 2 + answered, seq, version, 7, 61000, 1, 1)
+                    answered += 1
+                out = bytearray(2 * n + 10)
+                ser.write(bytes(out[: framing.encode_into(out, buf, n)]))
+    answers = feed.wait_answers(len(rows), 5)
+    first = seen.index(wire.ESCALATE)
+    assert wire.HELLO in seen[first + 1 :], seen  # said HELLO again after the reject
+    fallbacks = [a for a in answers if a.source == "edge_fallback"]
+    assert len(fallbacks) == 1 and fallbacks[0].latency_us < DEADLINE_MS * 1000 // 2
+    assert answered == int(unsure.sum()) - 1
+    assert sum(a.source == "gateway" for a in answers) == answered
