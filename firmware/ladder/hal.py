@@ -33,6 +33,8 @@ class Sensor:
     def __init__(self, port, host="127.0.0.1"):
         self._s = socket.socket()
         self._s.connect(socket.getaddrinfo(host, port)[0][-1])
+        self._buf = None  # the last buffer read into, and its byte view
+        self._mv = None
         self._item = 1
         head = self._exact(bytearray(8))
         if head is None or head[:4] != MAGIC:
@@ -56,10 +58,17 @@ class Sensor:
         return self._exact(buf) is not None
 
     def _exact(self, buf):
-        # blocking readinto fills the buffer on MicroPython; the loop is for short reads.
-        # Counted in bytes: a memoryview of an int16 array would slice in items.
-        mv = memoryview(_bytes_of(buf, self._item))
-        got = 0
+        # A blocking readinto fills the whole buffer on MicroPython, so the usual frame costs
+        # one call and no allocation: the byte view of the caller's buffer is made once and
+        # kept (the caller passes the same frame() buffer every time). Only a short read
+        # slices, which allocates. Counted in bytes: an int16 array's view would slice in items.
+        if buf is not self._buf:
+            self._buf = buf
+            self._mv = memoryview(_bytes_of(buf, self._item))
+        mv = self._mv
+        got = self._s.readinto(mv)
+        if not got:
+            return None
         while got < len(mv):
             n = self._s.readinto(mv[got:])
             if not n:

@@ -176,6 +176,35 @@ def test_board_reads_the_frames_the_host_pushes(sim_board_factory, sensor_feed, 
     assert feed.sent == len(samples)
 
 
+READ_LOCKED = (
+    "import gc, micropython\n"
+    "from ladder.hal import Sensor\n"
+    "s = Sensor({port})\n"
+    "buf = s.frame()\n"
+    "s.read_into(buf)\n"  # the first read makes the buffer's byte view
+    "gc.collect()\n"
+    "n = 1\n"
+    "micropython.heap_lock()\n"
+    "try:\n"
+    "    while s.read_into(buf):\n"
+    "        n += 1\n"
+    "finally:\n"
+    "    micropython.heap_unlock()\n"
+    "print('frames', n)\n"
+    "s.close()\n"
+)
+
+
+def test_reading_frames_allocates_nothing(sim_board_factory, sensor_feed):
+    # A frame a sensor delivers must not cost heap: 40 frames with the heap locked.
+    sim = sim_board_factory(firmware=True)
+    sim.board.wait_booted(20)
+    samples = np.arange(40 * 64, dtype=np.int8).reshape(40, 64)
+    feed = sensor_feed(samples, rate_hz=200)
+    out = sim.mpremote("exec", READ_LOCKED.format(port=feed.port)).stdout
+    assert out.strip() == "frames 40", out
+
+
 def test_feed_rejects_floats():
     with pytest.raises(Exception, match="int8 or int16"):
         SensorFeed(np.zeros((2, 3), np.float32))
