@@ -70,7 +70,7 @@ def demo(
     from ..demo.dashboard import Dashboard, print_final
     from ..demo.report_html import write_html
     from ..demo.run import DemoOptions, run_demo
-    from ..demo.stats import demo_json
+    from ..demo.stats import ISSUE_KEYS, demo_json
 
     if boards < 1:
         raise click.BadParameter("at least one board", param_hint="--boards")
@@ -103,7 +103,7 @@ def demo(
     write_text(out_dir / "demo.json", json.dumps(summary, indent=2) + "\n")
     html = write_html(out_dir / "report.html", report)
     if as_json:
-        click.echo(json.dumps({k: summary[k] for k in _ISSUE_KEYS if k in summary}, indent=2))
+        click.echo(json.dumps({k: summary[k] for k in ISSUE_KEYS}, indent=2))
         return
     print_final(console, report)
     f = facts
@@ -115,17 +115,3 @@ def demo(
         f" {f['escalation_mqtt_packet_bytes']:.0f} B per MQTT PUBLISH with its topic"
     )
     console.print(f"report: {html}  summary: {out_dir / 'demo.json'}")
-
-
-_ISSUE_KEYS = (
-    "ladder_accuracy",
-    "tier_accuracy",
-    "fixed_threshold_accuracy",
-    "fixed_threshold_escalation_rate",
-    "escalation_rate",
-    "bytes_per_escalation",
-    "json_bytes_per_escalation",
-    "latency_ms",
-    "fallback_max_wait_ms",
-    "deadline_ms",
-)

@@ -28,7 +28,7 @@ _SIM_ARCH = "host"
 class DemoBoard:
     device: int
     sim: object  # edgeladder_sim.bridge.VirtualBoard
-    feed: PhasedFeed
+    feed: object  # _phased_feed_class(): a SensorFeed in two passes
     indices: np.ndarray  # the test rows of the main pass, in order
     pass2: np.ndarray  # the test rows of the second pass, cycled
 
@@ -38,6 +38,7 @@ class DemoBoard:
 
 
 def _phased_feed_class():
+    # Made on first use: the simulator is an optional extra.
     from edgeladder_sim.sensor import SensorFeed
 
     class _PhasedFeed(SensorFeed):
@@ -92,9 +93,6 @@ def _phased_feed_class():
                 i += 1
 
     return _PhasedFeed
-
-
-PhasedFeed = object  # the class is made on first use: the simulator is an optional extra
 
 
 def board_files(build_dir: Path, task_dir: Path) -> dict[str, bytes]:

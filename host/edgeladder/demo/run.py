@@ -125,7 +125,7 @@ def run_demo(
             stack.callback(b.close)
         run = stream(opts, boards, truth, tiers[GATEWAY], monitor, dashboard, step)
 
-    report = make_report(opts, cfg, calibration, offline, run, monitor, rows)
+    report = make_report(cfg, offline, run, monitor, rows)
     facts = {
         "build_dir": str(build_dir),
         "workdir": str(workdir),
@@ -312,7 +312,8 @@ def stream(opts, boards, truth, gateway, monitor, dashboard, step) -> Run:
         while not pred():
             if time.monotonic() > deadline:
                 raise DemoRunError(f"{what}: timed out after {timeout:.0f} s")
-            gateway.check_alive() if phase[0] != "gateway_down" else None
+            if phase[0] != "gateway_down":  # a tier that dies on its own is an error
+                gateway.check_alive()
             show()
             time.sleep(0.1)
 
@@ -371,7 +372,7 @@ def _phase_at(t: float, run: Run) -> str:
     return "recovered"
 
 
-def make_report(opts, cfg, calibration, offline, run, monitor, rows) -> DemoReport:
+def make_report(cfg, offline, run, monitor, rows) -> DemoReport:
     esc = monitor.traffic.escalations
     escalated_rows = [a.index for a in run.answers if a.escalated and a.phase == "main"]
     json_bytes = [json_payload_bytes(rows[i]) for i in escalated_rows] or [
