@@ -16,7 +16,7 @@ Per model (the digits tiers and a few op cases):
   The run checks that its outputs equal TFLite Micro's, and that no ``viper`` is left.
 - ``arena_bytes`` vs ``arena_bytes_tflm`` (TFLite Micro's recording allocator total; its
   ``head`` is the planned activation part, the same thing our arena holds).
-- MACs (``edgeladder.tflite.summary``) and MACs per second of the engine.
+- MACs (``edgeladder.model.tflite.summary``) and MACs per second of the engine.
 - An ESP32 latency ESTIMATE: x64 instructions per MAC of the engine, counted with valgrind
   (callgrind) over the invoke loop, times MACs, at one Xtensa instruction per x64
   instruction and one cycle per instruction, at 240 MHz. It ignores flash-cache misses and
@@ -47,9 +47,9 @@ sys.path[:0] = [str(REPO / "tests" / "device"), str(REPO / "host"), str(REPO / "
 import engine_harness as H  # noqa: E402
 import op_cases  # noqa: E402
 
-from edgeladder import boards  # noqa: E402
-from edgeladder.tflite.reader import read_model  # noqa: E402
-from edgeladder.tflite.summary import op_macs  # noqa: E402
+from edgeladder.boards import registry as boards  # noqa: E402
+from edgeladder.model.tflite.reader import read_model  # noqa: E402
+from edgeladder.model.tflite.summary import op_macs  # noqa: E402
 from edgeladder_sim.vm import FIRMWARE_DIR, find_micropython, run_micropython  # noqa: E402
 
 ESP32_HZ = 240_000_000
@@ -197,7 +197,7 @@ class _Debyte(ast.NodeTransformer):
 def bytecode_firmware(dest: Path) -> Path:
     """A copy of ``firmware/ladder`` whose viper functions are plain bytecode, compiled to
     ``.mpy`` like the shipped form; returns the folder to put first on the module path."""
-    from edgeladder.mpycross import compile_tree
+    from edgeladder.device.mpycross import compile_tree
 
     src = FIRMWARE_DIR / "ladder"
     for path in src.rglob("*.py"):
@@ -252,7 +252,7 @@ def x64_instructions_per_invoke(compiled: bytes, heap: int, n: int = 5) -> float
 
 
 def bench(names: list[str], n_inputs: int, seed: int) -> dict:
-    from edgeladder.compiler import compile_model
+    from edgeladder.model.compiler import compile_model
 
     heap = boards.get("esp32").heap_bytes
     tiers = {f"digits_{t}": p for t, p in H.digits_paths().items()}

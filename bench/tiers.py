@@ -51,8 +51,8 @@ sys.path[:0] = [
 import paho.mqtt.client as mqtt  # noqa: E402
 from tiers_fixtures import digits_inputs, make_ladder  # noqa: E402
 
-from edgeladder import ladderconfig  # noqa: E402
-from edgeladder.link.mqtt import nodelay  # noqa: E402
+from edgeladder.policy import config as ladderconfig  # noqa: E402
+from edgeladder.serve.links.mqtt import nodelay  # noqa: E402
 from edgeladder_sim.broker import free_port, start_broker  # noqa: E402
 from ladder import wire  # noqa: E402
 

@@ -18,8 +18,8 @@ def digits_build():
     run reuses it through the build cache; ``EDGELADDER_TEST_BUILD`` moves it elsewhere.
     A clean checkout (CI) always trains it for real, which takes a few minutes.
     """
-    from edgeladder.recipe import load_recipe
-    from edgeladder.train.pipeline import build
+    from edgeladder.build.pipeline import build
+    from edgeladder.build.recipe import load_recipe
 
     out = Path(os.environ.get("EDGELADDER_TEST_BUILD", REPO / "build" / "digits"))
     return build(load_recipe(REPO / "models" / "digits"), out)

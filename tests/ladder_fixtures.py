@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeladder import ladderconfig as lc
-from edgeladder.litert import Int8Runner
+from edgeladder.model.litert import Int8Runner
+from edgeladder.policy import config as lc
 
 REPO = Path(__file__).resolve().parents[1]
 TIERS = ("tiny", "medium", "large")
@@ -38,7 +38,7 @@ def ldr_bytes(build_dir: Path, tier: str = "tiny") -> bytes:
     ldr = Path(build_dir) / tier / f"digits_{tier}.ldr"
     if ldr.is_file():
         return ldr.read_bytes()
-    from edgeladder.compiler import compile_model
+    from edgeladder.model.compiler import compile_model
 
     return bytes(compile_model(tflite_path(build_dir, tier).read_bytes()).data)
 
@@ -117,8 +117,8 @@ def quantized_rows(build_dir: Path, split: str = "test") -> tuple[np.ndarray, np
     """The recipe's ``split`` (train | validation | test) of the digits data as the board's
     int8 input rows (N, 64), with their labels: normalized as the build did (task.json), then
     quantized with the tiny model's input scale and zero point."""
-    from edgeladder.data import load_dataset, split_dataset
-    from edgeladder.recipe import load_recipe
+    from edgeladder.build.dataset import load_dataset, split_dataset
+    from edgeladder.build.recipe import load_recipe
 
     build_dir = Path(build_dir)
     task = json.loads((build_dir / "task.json").read_text())

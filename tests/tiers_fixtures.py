@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from edgeladder import ladderconfig
-from edgeladder.ladderconfig import LadderConfig, Stage
-from edgeladder.link.mqtt import nodelay, parse_url
-from edgeladder.litert import Int8Runner
+from edgeladder.model.litert import Int8Runner
+from edgeladder.policy import config as ladderconfig
+from edgeladder.policy.config import LadderConfig, Stage
+from edgeladder.serve.links.mqtt import nodelay, parse_url
 from ladder import wire
 
 TIERS = ("tiny", "medium", "large")
@@ -88,7 +88,7 @@ def make_ladder(
 
 def digits_inputs(build_dir: Path, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """n real digits images as the models' int8 input (n, 8, 8, 1), and their labels."""
-    from edgeladder.data.dataset import load_dataset
+    from edgeladder.build.dataset import load_dataset
 
     ds = load_dataset("sklearn:digits")
     runner = Int8Runner.from_bytes(tflite(build_dir, "medium").read_bytes(), "medium")

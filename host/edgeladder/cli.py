@@ -12,8 +12,8 @@ import sys
 
 import click
 
-from . import __version__
-from .errors import EdgeladderError
+from edgeladder import __version__
+from edgeladder.errors import EdgeladderError
 
 # name -> "module:attribute"; adding a command means adding a module and one line here.
 COMMANDS: dict[str, str] = {

@@ -16,7 +16,7 @@ Hooks for the ROM bootloader and the RFC2217 server
 bytes in download mode) and optionally ``close()`` (called when the chip leaves download mode).
 The handler answers with :meth:`Board.emit`, reads and writes ``board.flash.path`` (the flash
 file; the VM is not running while the ROM owns the line) and learns the chip from
-``board.spec`` (an ``edgeladder.boards.Board``). Without a factory, the board wraps
+``board.spec`` (an ``edgeladder.boards.registry.Board``). Without a factory, the board wraps
 ``edgeladder_sim.rom.RomBootloader`` (bytes in, bytes out) if that module exists: its boot log
 is printed on entry, and when it boots firmware (esptool's ``run``, or FLASH_END with reboot)
 the board starts MicroPython again.
@@ -62,7 +62,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from edgeladder import boards
+from edgeladder.boards import registry as boards
 from edgeladder.errors import EdgeladderError
 
 from .flash import BDEV_SOURCE, DEFAULT_BOOT_PY, FlashImage, FlashLayout

@@ -102,7 +102,7 @@ class FlashLayout:
 
     @classmethod
     def for_board(cls, board) -> FlashLayout:
-        """The layout of an ``edgeladder.boards.Board`` (a device with ``flash_bytes``)."""
+        """The layout of an ``edgeladder.boards.registry.Board`` (a device with ``flash_bytes``)."""
         if not board.flash_bytes:
             raise FlashError(f"board {board.name!r} has no flash_bytes: it is not a device")
         # The board file's filesystem partition size (vfs_bytes), after the image region.

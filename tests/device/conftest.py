@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from edgeladder import boards
+from edgeladder.boards import registry as boards
 from edgeladder_sim.vm import VMResult, run_micropython
 
 

@@ -110,7 +110,7 @@ def tflm_arena_bytes(tflite: bytes) -> int:
 
 def litert_run(tflite: bytes, x: np.ndarray) -> np.ndarray:
     """Outputs of LiteRT with its reference kernels (``OpResolverType.BUILTIN_REF``)."""
-    from edgeladder.litert import Int8Runner
+    from edgeladder.model.litert import Int8Runner
 
     return Int8Runner.from_bytes(bytes(tflite)).run_int8(np.asarray(x, dtype=np.int8))
 
@@ -127,7 +127,7 @@ def shipped_firmware(march: str = "x64") -> Path:
     heap too fragmented for the largest digits tier's 57 KB model buffer. Put this folder
     first on the module path; its ``ladder`` package then shadows the sources.
     """
-    from edgeladder.mpycross import compile_tree
+    from edgeladder.device.mpycross import compile_tree
 
     out = Path(tempfile.mkdtemp(prefix=f"edgeladder-mpy-{march}-"))
     atexit.register(shutil.rmtree, out, ignore_errors=True)

@@ -310,7 +310,7 @@ def convert_int8(
 ) -> bytes:
     """``model`` as an int8 full-integer ``.tflite`` (the converter ``edgeladder build`` uses),
     calibrated on random normal data."""
-    from edgeladder.train.quantize import convert_int8 as convert
+    from edgeladder.build.quantize import convert_int8 as convert
 
     rng = np.random.default_rng(seed)
     rep = rng.normal(size=(64, 1, *input_shape)).astype(np.float32)
@@ -329,7 +329,7 @@ def tflite_bytes(name: str) -> bytes:
 
 def graph_ops(tflite: bytes) -> list[str]:
     """The op names of the main subgraph, in order."""
-    from edgeladder.tflite.reader import read_model
+    from edgeladder.model.tflite.reader import read_model
 
     return [op.op_name for op in read_model(tflite).subgraphs[0].ops]
 

@@ -31,12 +31,12 @@ import op_cases
 import pytest
 from engine_harness import TIERS, digits_tflite  # noqa: F401  (a fixture)
 
-from edgeladder.quantmath import (
+from edgeladder.model.quantmath import (
     multiply_by_quantized_multiplier,
     quantize_multiplier,
     round_half_away,
 )
-from edgeladder.tflite.reader import read_model
+from edgeladder.model.tflite.reader import read_model
 
 N_INPUTS = 1000
 SEED = H.seed_from_env()
@@ -75,7 +75,7 @@ def litert_prefix(tflite: bytes) -> int | None:
 
 
 def _compile(tflite: bytes) -> bytes:
-    from edgeladder.compiler import compile_model
+    from edgeladder.model.compiler import compile_model
 
     return bytes(compile_model(tflite).data)
 

@@ -1,6 +1,6 @@
 """ladder.cascade under micropython: the board's decision with scripted fake links.
 
-A real ``digits_tiny.ldr`` and a ladder.json built with ``edgeladder.ladderconfig`` (exp tables
+A real ``digits_tiny.ldr`` and a ladder.json built with ``edgeladder.policy.config`` (exp tables
 from the tiny tier's LiteRT logit scale; thresholds chosen here) drive ``Cascade`` on the VM at
 the ESP32 heap. The link is a fake that the scenario scripts: a RESULT after k polls, a REJECT,
 nothing, a RESULT for another model version or another escalation, garbage, the link down, the

@@ -84,7 +84,7 @@ def memory(digits_tflite, esp32_heap, tmp_path):  # noqa: F811
 
 
 def _measure(tier: str, tflite: bytes, heap: int, tmp: Path) -> dict[str, int]:
-    from edgeladder.compiler import compile_model
+    from edgeladder.model.compiler import compile_model
 
     compiled = compile_model(tflite)
     path = tmp / f"digits_{tier}.bin"
@@ -131,8 +131,8 @@ def test_invoke_runs_with_the_heap_locked(tier, memory):
 
 def _board_tiers() -> list[str]:
     """Tiers whose recipe targets a device board: those must leave room for the app."""
-    from edgeladder import boards
-    from edgeladder.recipe import load_recipe
+    from edgeladder.boards import registry as boards
+    from edgeladder.build.recipe import load_recipe
 
     recipe = load_recipe(Path(__file__).resolve().parents[2] / "models" / "digits")
     return [t.name for t in recipe.tiers if t.board and boards.get(t.board).role == "device"]

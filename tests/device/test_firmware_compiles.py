@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeladder import boards
-from edgeladder.mpycross import MpyCrossError, compile_source, compile_tree
+from edgeladder.boards import registry as boards
+from edgeladder.device.mpycross import MpyCrossError, compile_source, compile_tree
 from edgeladder_sim.vm import FIRMWARE_DIR, run_micropython
 
 FIRMWARE_FILES = sorted(FIRMWARE_DIR.rglob("*.py"))

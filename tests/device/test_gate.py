@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeladder.ladderconfig import exp_lut
+from edgeladder.policy.config import exp_lut
 from edgeladder_sim.vm import FIRMWARE_DIR
 from ladder import gate
 

@@ -22,7 +22,7 @@ import numpy as np
 import op_cases
 import pytest
 
-from edgeladder.litert import Int8Runner
+from edgeladder.model.litert import Int8Runner
 from edgeladder_sim.vm import run_micropython
 
 N_INPUTS = 200
@@ -52,7 +52,7 @@ def _ldr(build_dir: Path, tier: str) -> bytes:
     ldr = build_dir / tier / f"digits_{tier}.ldr"
     if ldr.is_file():
         return ldr.read_bytes()
-    from edgeladder.compiler import compile_model
+    from edgeladder.model.compiler import compile_model
 
     tflite = (build_dir / tier / f"digits_{tier}.tflite").read_bytes()
     return bytes(compile_model(tflite).data)
@@ -99,7 +99,7 @@ def test_logits_equal_the_softmax_input(tier, digits_build, esp32_heap, tmp_path
 
 def test_no_logits_without_a_final_softmax(esp32_heap, tmp_path):
     """A graph that does not end with SOFTMAX has no logits to gate on: logits() is None."""
-    from edgeladder.compiler import compile_model
+    from edgeladder.model.compiler import compile_model
 
     name = next(n for n, c in op_cases.CASES.items() if "SOFTMAX" not in c.ops)
     tflite = op_cases.tflite_bytes(name)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeladder.quantmath import ReadingParams, quantize_readings, reading_params
+from edgeladder.model.quantmath import ReadingParams, quantize_readings, reading_params
 
 QUANT_PY = Path(__file__).resolve().parents[2] / "firmware" / "ladder" / "quant.py"
 X_LIMIT = 1 << 28  # the board's documented bound on |reading - offset|

@@ -12,10 +12,10 @@ import struct
 
 import numpy as np
 
-from edgeladder.compiler.fixedpoint import multiply_by_quantized_multiplier as mbqm1
-from edgeladder.compiler.fmt import mformat as F
-from edgeladder.compiler.ops.softmax import softmax_row
-from edgeladder.quantmath import multiply_by_quantized_multiplier as mbqm
+from edgeladder.model.compiler.fmt import mformat as F
+from edgeladder.model.compiler.ops.softmax import softmax_row
+from edgeladder.model.fixedpoint import multiply_by_quantized_multiplier as mbqm1
+from edgeladder.model.quantmath import multiply_by_quantized_multiplier as mbqm
 
 
 def _i32(body: bytes, off: int, n: int) -> np.ndarray:

@@ -126,7 +126,7 @@ FLOAT_EDGE_CASES = {"dense_float_io": "dense"}
 @functools.cache
 def tflite_bytes(name: str, int8_io: bool = True, scale: float = 1.0) -> bytes:
     """The int8 .tflite bytes of a case (``scale`` widens the calibration data's range)."""
-    from edgeladder.train.quantize import convert_int8
+    from edgeladder.build.quantize import convert_int8
 
     build, shape = CASES[name]
     keras = _keras()

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import synthetic
 
+from edgeladder.build.pipeline import build
+from edgeladder.build.recipe import load_recipe
 from edgeladder.cli import main
-from edgeladder.litert import Int8Runner
-from edgeladder.recipe import load_recipe
-from edgeladder.tflite.reader import read_model
-from edgeladder.train.pipeline import build
+from edgeladder.model.litert import Int8Runner
+from edgeladder.model.tflite.reader import read_model
 
 pytestmark = pytest.mark.slow
 

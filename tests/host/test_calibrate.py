@@ -8,8 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from edgeladder import cascade_eval, cli, ladderconfig
-from edgeladder.calibrate import metrics, scores, sweep, temperature
+from edgeladder import cli
+from edgeladder.policy import config as ladderconfig
+from edgeladder.policy import replay as cascade_eval
+from edgeladder.policy.calibrate import metrics, scores, sweep, temperature
 
 # -- metrics, with numbers a person can check
 

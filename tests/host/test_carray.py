@@ -19,9 +19,13 @@ import tflite_models
 from click.testing import CliRunner
 
 from edgeladder.commands.convert import convert
-from edgeladder.convert import export_model, write_c_array, write_micropython_module
-from edgeladder.convert.carray import default_name
 from edgeladder.errors import EdgeladderError, ModelFileError
+from edgeladder.model.carray import (
+    default_name,
+    export_model,
+    write_c_array,
+    write_micropython_module,
+)
 
 MAIN_C = """\
 #include <stdint.h>

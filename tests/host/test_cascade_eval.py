@@ -1,13 +1,13 @@
-"""The offline ladder (edgeladder.cascade_eval) on hand-made logits; the fixed-threshold config."""
+"""The offline ladder (edgeladder.policy.replay) on hand-made logits; the fixed-threshold config."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from edgeladder import cascade_eval
-from edgeladder.calibrate import sweep
-from edgeladder.ladderconfig import LadderConfig, Stage, exp_lut
+from edgeladder.policy import replay as cascade_eval
+from edgeladder.policy.calibrate import sweep
+from edgeladder.policy.config import LadderConfig, Stage, exp_lut
 from ladder import gate
 
 SCALE = 0.25  # logit scale of every hand-made stage: a logit step of 4 is e^1

@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 
 from edgeladder.cli import main
-from edgeladder.compiler import CompileError, compile_model, planner, write_compiled
-from edgeladder.compiler.fixedpoint import exp_on_negative_values
-from edgeladder.compiler.fmt import mformat
-from edgeladder.compiler.ops import lut, softmax
 from edgeladder.errors import ModelFileError
-from edgeladder.tflite.reader import read_model
+from edgeladder.model.compiler import CompileError, compile_model, planner, write_compiled
+from edgeladder.model.compiler.fmt import mformat
+from edgeladder.model.compiler.ops import lut, softmax
+from edgeladder.model.fixedpoint import exp_on_negative_values
+from edgeladder.model.tflite.reader import read_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ldr_reference import Reference
@@ -329,8 +329,8 @@ def test_cli_compile_bad_model_is_one_line_error(tmp_path, capsys):
 
 
 def test_board_support_marks_each_op(digits_tiers):
-    from edgeladder.compiler import board_support
-    from edgeladder.tflite.reader import read_model
+    from edgeladder.model.compiler import board_support
+    from edgeladder.model.tflite.reader import read_model
 
     tiny = read_model(digits_tiers[0])
     verdict = board_support(tiny)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeladder.data import Dataset, load_dataset, normalize_stats, split_dataset
+from edgeladder.build.dataset import Dataset, load_dataset, normalize_stats, split_dataset
 from edgeladder.errors import DatasetError
 
 RNG = np.random.default_rng(0)

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import tflite_models
 
-from edgeladder import boards
+from edgeladder.boards import registry as boards
+from edgeladder.boards.select import HardwareError, fit, select_hardware
 from edgeladder.cli import main
 from edgeladder.errors import ModelFileError
-from edgeladder.hardware import HardwareError, fit, select_hardware
 
 REPO = Path(__file__).resolve().parents[2]
 DIGITS_TINY = REPO / "build" / "digits" / "tiny" / "digits_tiny.tflite"
@@ -239,9 +239,9 @@ def _too_big_tflite() -> Path:
 
 
 def test_fit_accepts_the_tiny_tier_on_an_esp32():
-    from edgeladder.compiler import compile_model
-    from edgeladder.tflite.reader import read_model
-    from edgeladder.tflite.summary import summarize
+    from edgeladder.model.compiler import compile_model
+    from edgeladder.model.tflite.reader import read_model
+    from edgeladder.model.tflite.summary import summarize
 
     path = _tiny_tflite()
     report = fit(path, "esp32")
@@ -263,7 +263,7 @@ def test_fit_accepts_the_tiny_tier_on_an_esp32():
 
 
 def test_fit_reads_a_compiled_model_too(tmp_path):
-    from edgeladder.compiler import compile_model
+    from edgeladder.model.compiler import compile_model
 
     ldr = tmp_path / "tiny.ldr"
     ldr.write_bytes(compile_model(_tiny_tflite()).data)
@@ -332,7 +332,7 @@ def test_fit_on_a_gateway_board_is_an_error(capsys):
 
 
 def test_fit_corrupt_or_missing_model(capsys, tmp_path):
-    from edgeladder.compiler import compile_model
+    from edgeladder.model.compiler import compile_model
 
     data = bytearray(compile_model(_tiny_tflite()).data)
     data[-1] ^= 0xFF

@@ -15,8 +15,8 @@ from rich.console import Console
 
 from edgeladder.commands.inspect import inspect
 from edgeladder.errors import ModelFileError
-from edgeladder.tflite import Operator, Subgraph, Tensor, TfliteModel, read_model
-from edgeladder.tflite.summary import render, require_int8, summarize
+from edgeladder.model.tflite import Operator, Subgraph, Tensor, TfliteModel, read_model
+from edgeladder.model.tflite.summary import render, require_int8, summarize
 
 
 def _macs_by_op(summary: dict) -> dict[str, int]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeladder.errors import EdgeladderError
-from edgeladder.quantmath import (
+from edgeladder.model.quantmath import (
     QuantError,
     ReadingParams,
     multiply_by_quantized_multiplier,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from edgeladder.build.recipe import default_recipe, load_recipe
 from edgeladder.errors import EdgeladderError, RecipeError
-from edgeladder.recipe import default_recipe, load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "models" / "digits"
@@ -160,7 +160,7 @@ def test_unknown_arch_lists_known_ones(tmp_path):
 
 def test_unknown_board_lists_known_boards(tmp_path):
     folder = _write(tmp_path, _BASE.replace('"rpi5"', '"arduino-uno"'))
-    from edgeladder import boards
+    from edgeladder.boards import registry as boards
 
     _fails(folder, "unknown board 'arduino-uno'", ", ".join(sorted(boards.registry())))
 

@@ -13,9 +13,9 @@ import pytest
 import tflite_models
 
 from edgeladder.errors import ModelFileError
-from edgeladder.tflite import read_model
-from edgeladder.tflite.reader import BUILTIN_OPS, NUMPY_DTYPES, TENSOR_TYPES, _Buf, _Table
-from edgeladder.tflite.summary import summarize
+from edgeladder.model.tflite import read_model
+from edgeladder.model.tflite.reader import BUILTIN_OPS, NUMPY_DTYPES, TENSOR_TYPES, _Buf, _Table
+from edgeladder.model.tflite.summary import summarize
 
 MODELS = {
     "mlp_int8": tflite_models.mlp_int8,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from edgeladder.tiers.batcher import Batcher
+from edgeladder.serve.batcher import Batcher
 
 
 @dataclass

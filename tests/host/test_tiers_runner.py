@@ -13,9 +13,9 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tiers_fixtures import TIERS, digits_inputs, tflite
 
-from edgeladder.litert import Int8Runner
-from edgeladder.tflite.reader import read_model
-from edgeladder.tiers.runner import BatchRunner, batch_patch, buckets_for
+from edgeladder.model.litert import Int8Runner
+from edgeladder.model.tflite.reader import read_model
+from edgeladder.serve.runner import BatchRunner, batch_patch, buckets_for
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +89,10 @@ def test_serving_never_imports_tensorflow(digits_build):
     # A Pi installs edgeladder[serve] without TensorFlow: the whole serve path must run so.
     code = (
         "import sys\n"
-        "import edgeladder.commands.serve, edgeladder.tiers.server, edgeladder.tiers.http\n"
-        "import edgeladder.tiers.reload, edgeladder.link.mqtt, edgeladder.link.serial\n"
-        "from edgeladder.tiers.runner import BatchRunner\n"
+        "import edgeladder.commands.serve, edgeladder.serve.server, edgeladder.serve.http\n"
+        "import edgeladder.serve.reload, edgeladder.serve.links.mqtt\n"
+        "import edgeladder.serve.links.serial\n"
+        "from edgeladder.serve.runner import BatchRunner\n"
         f"BatchRunner.load({str(tflite(digits_build.out, 'large'))!r}).run\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
         "print(bad)\n"

@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 from tiers_fixtures import FLEET, digits_inputs, escalate_bytes, make_ladder, tflite
 
-from edgeladder import ladderconfig
 from edgeladder.errors import EdgeladderError
-from edgeladder.litert import Int8Runner
-from edgeladder.tiers.http import HttpServer
-from edgeladder.tiers.reload import Reloader
-from edgeladder.tiers.runner import BatchRunner
-from edgeladder.tiers.server import TierServer
+from edgeladder.model.litert import Int8Runner
+from edgeladder.policy import config as ladderconfig
+from edgeladder.serve.http import HttpServer
+from edgeladder.serve.reload import Reloader
+from edgeladder.serve.runner import BatchRunner
+from edgeladder.serve.server import TierServer
 from ladder import gate, wire
 
 
@@ -415,7 +415,7 @@ def _get(url: str) -> tuple[int, bytes]:
 
 def test_the_batching_fallback_shows_in_metrics(make_server, ladder, data):
     raw = bytearray(tflite(data[0], "medium").read_bytes())
-    from edgeladder.tiers.runner import batch_patch
+    from edgeladder.serve.runner import batch_patch
 
     patched, _ = batch_patch(bytes(raw))
     spot = next(i for i in range(0, len(raw), 4) if raw[i : i + 4] != patched[i : i + 4])

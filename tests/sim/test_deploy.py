@@ -99,8 +99,8 @@ def test_flash_then_deploy_runs_the_tiny_model(sim_board_factory, tmp_path, caps
 
 def _whole_files_only(flash) -> None:
     """Every file the deploy manages is the old one or the new one, never a part of one."""
-    from edgeladder import boards
-    from edgeladder.deploy import plan_files
+    from edgeladder.boards import registry as boards
+    from edgeladder.device.deploy import plan_files
     from edgeladder_sim.plugin import firmware_files
 
     new, _ = plan_files(TASK, boards.get("esp32"), "x64", build_dir=BUILD)
@@ -167,8 +167,8 @@ def test_deploy_errors_are_one_line(tmp_path, capsys):
 
 
 def test_arch_comes_from_the_board_and_is_checked_on_hardware():
-    from edgeladder import boards
-    from edgeladder.deploy import ArchMismatchError, board_arch
+    from edgeladder.boards import registry as boards
+    from edgeladder.device.deploy import ArchMismatchError, board_arch
 
     esp32 = boards.get("esp32")
     xtensawin, x64 = 6 | (3 << 8) | (10 << 10), 6 | (3 << 8) | (2 << 10)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from edgeladder import cli, ladderconfig
-from edgeladder.calibrate import Options, calibrate
-from edgeladder.deploy import deploy
+from edgeladder import cli
+from edgeladder.device.deploy import deploy
+from edgeladder.policy import config as ladderconfig
+from edgeladder.policy.calibrate import Options, calibrate
 
 REPO = Path(__file__).resolve().parents[2]
 TASK = REPO / "models" / "digits"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeladder.boards import get as get_board
+from edgeladder.boards.registry import get as get_board
 from edgeladder_sim.image import CHIP_IDS, boot_check, boot_check_file, build_image, parse_image
 from edgeladder_sim.rom import (
     AutoResetCircuit,

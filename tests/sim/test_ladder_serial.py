@@ -26,7 +26,7 @@ import numpy as np
 import serial
 from ladder_fixtures import board_files, device_json, make_ladder_json, quantized_rows, runner
 
-from edgeladder import boards
+from edgeladder.boards import registry as boards
 from ladder import framing, gate, wire
 
 DEVICE = 0x00C0FFEE

@@ -24,7 +24,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from edgeladder import boards
+from edgeladder.boards import registry as boards
 from edgeladder_sim.broker import Broker, start_broker
 from edgeladder_sim.vm import find_micropython, micropython_path
 from ladder import wire

@@ -24,8 +24,8 @@ from tiers_fixtures import (
     tflite,
 )
 
-from edgeladder import ladderconfig
-from edgeladder.litert import Int8Runner
+from edgeladder.model.litert import Int8Runner
+from edgeladder.policy import config as ladderconfig
 from edgeladder_sim.broker import AmqttBroker, MosquittoBroker, free_port, mosquitto_binary
 from ladder import gate, wire
 

@@ -23,8 +23,8 @@ from tiers_fixtures import (
     tflite,
 )
 
-from edgeladder import ladderconfig
-from edgeladder.litert import Int8Runner
+from edgeladder.model.litert import Int8Runner
+from edgeladder.policy import config as ladderconfig
 from edgeladder_sim.broker import free_port
 from ladder import framing, gate, wire
 

@@ -1,4 +1,4 @@
-"""``edgeladder build``: parse, delegate to :mod:`edgeladder.train.pipeline`, print."""
+"""``edgeladder build``: parse, delegate to :mod:`edgeladder.build.pipeline`, print."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..errors import RecipeError
+from edgeladder.errors import RecipeError
 
 
 @click.command()
@@ -45,14 +45,14 @@ def build(
     its C array and golden vectors, plus report.json. An unchanged recipe and dataset reuse
     the previous artifacts.
     """
-    from ..recipe import default_recipe, load_recipe
+    from edgeladder.build.recipe import default_recipe, load_recipe
 
     if (task is None) == (dataset is None):
         raise click.UsageError("give a TASK folder or --dataset FILE.npz (one of them)")
     if task is not None:
         recipe = load_recipe(task)
     else:
-        from ..data import load_dataset
+        from edgeladder.build.dataset import load_dataset
 
         ds = load_dataset(dataset)
         recipe = default_recipe(dataset, len(ds.input_shape))
@@ -67,8 +67,8 @@ def build(
                 t.prune.epochs = min(t.prune.epochs, epochs)
     out = out or Path("build") / recipe.task
 
-    from ..train.pipeline import build as run_build
-    from .progress import RichProgress
+    from edgeladder.build.pipeline import build as run_build
+    from edgeladder.commands.progress import RichProgress
 
     with RichProgress(title=f"build {recipe.task}", quiet=as_json) as progress:
         result = run_build(recipe, out, force=force, progress=progress)

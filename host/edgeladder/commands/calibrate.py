@@ -118,8 +118,8 @@ def calibrate(
     measure, then a threshold sweep (accuracy vs escalation vs cost) and a choice for the
     target. `edgeladder deploy` ships the ladder.json to the board.
     """
-    from ..calibrate import Options
-    from ..calibrate import calibrate as run
+    from edgeladder.policy.calibrate import Options
+    from edgeladder.policy.calibrate import calibrate as run
 
     if target_accuracy is not None and max_escalation is not None:
         raise click.UsageError("give --target-accuracy or --max-escalation, not both")

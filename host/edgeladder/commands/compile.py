@@ -19,7 +19,7 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def compile(model: Path, output: Path | None, as_json: bool) -> None:
     """Compile an int8 MODEL (.tflite) into the board's model file."""
-    from edgeladder.compiler import compile_model, default_output, write_compiled
+    from edgeladder.model.compiler import compile_model, default_output, write_compiled
 
     compiled = compile_model(model)
     path = write_compiled(compiled, output or default_output(model))

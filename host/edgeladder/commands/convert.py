@@ -28,7 +28,7 @@ def convert(
     as_json: bool,
 ) -> None:
     """Export MODEL (.tflite) as a C array and/or a MicroPython module."""
-    from edgeladder.convert.carray import export_model
+    from edgeladder.model.carray import export_model
 
     if c_array is None and micropython is None:
         raise click.UsageError("give --c-array OUTDIR and/or --micropython OUTDIR")

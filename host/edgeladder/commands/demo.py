@@ -67,10 +67,10 @@ def demo(
     """
     from rich.console import Console
 
-    from ..demo.dashboard import Dashboard, print_final
-    from ..demo.report_html import write_html
-    from ..demo.run import DemoOptions, run_demo
-    from ..demo.stats import ISSUE_KEYS, demo_json
+    from edgeladder.demo.dashboard import Dashboard, print_final
+    from edgeladder.demo.report_html import write_html
+    from edgeladder.demo.run import DemoOptions, run_demo
+    from edgeladder.demo.stats import ISSUE_KEYS, demo_json
 
     if boards < 1:
         raise click.BadParameter("at least one board", param_hint="--boards")
@@ -98,7 +98,7 @@ def demo(
     summary = demo_json(report)
     summary["facts"] = {k: v for k, v in facts.items() if k != "calibration"}
     out_dir = out or Path(facts["build_dir"]) / "demo"
-    from ..atomic import write_text
+    from edgeladder.util.atomic import write_text
 
     write_text(out_dir / "demo.json", json.dumps(summary, indent=2) + "\n")
     html = write_html(out_dir / "report.html", report)

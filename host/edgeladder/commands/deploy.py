@@ -41,8 +41,8 @@ def deploy(
 
     Works the same on a real ESP32 and on a virtual board (`edgeladder sim board`).
     """
-    from edgeladder.deploy import DeployError
-    from edgeladder.deploy import deploy as run
+    from edgeladder.device.deploy import DeployError
+    from edgeladder.device.deploy import deploy as run
 
     device = None
     if device_json is not None:

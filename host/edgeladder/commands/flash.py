@@ -49,7 +49,7 @@ def flash(
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgeladder.flash import flash_firmware
+    from edgeladder.device.flash import flash_firmware
 
     console = Console(stderr=True)
     tasks: dict[str, int] = {}

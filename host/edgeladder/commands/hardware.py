@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from edgeladder.hardware import FitReport
+    from edgeladder.boards.select import FitReport
 
 _POSITIVE = click.FloatRange(min=0, min_open=True)
 
@@ -31,7 +31,7 @@ def select_hardware(
     as_json: bool,
 ) -> None:
     """Recommend the board for a tier, and say why."""
-    from edgeladder.hardware import select_hardware as select
+    from edgeladder.boards.select import select_hardware as select
 
     selection = select(latency_ms, model_size_mb, offline=offline, power_w=power_w,
                        streams=streams)  # fmt: skip
@@ -80,8 +80,8 @@ def fit(model: Path, board_name: str, as_json: bool) -> None:
     """Check that MODEL (.tflite or compiled .ldr) fits a device board: heap, flash and the
     filesystem, with an estimated latency. Exit status 0 when it fits; when it does not, the
     figures still print, then one error line says by how much, and the exit status is 1."""
-    from edgeladder.hardware import HardwareError
-    from edgeladder.hardware import fit as check
+    from edgeladder.boards.select import HardwareError
+    from edgeladder.boards.select import fit as check
 
     report = check(model, board_name)
     if as_json:

@@ -14,9 +14,9 @@ import click
 def inspect(model: Path, as_json: bool) -> None:
     """Show the ops (with MACs), tensors and quantization of MODEL (.tflite), and whether
     every op runs on the board (checked by compiling it for the board engine)."""
-    from edgeladder.compiler import board_support
-    from edgeladder.tflite.reader import read_model
-    from edgeladder.tflite.summary import render, summarize
+    from edgeladder.model.compiler import board_support
+    from edgeladder.model.tflite.reader import read_model
+    from edgeladder.model.tflite.summary import render, summarize
 
     tflite = read_model(model)
     summary = summarize(tflite)

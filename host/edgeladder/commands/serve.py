@@ -43,15 +43,15 @@ class ServeOptions:
 
 def run(opts: ServeOptions, stop: threading.Event | None = None) -> int:
     """Serve until ``stop`` is set (or a signal arrives); raises EdgeladderError to fail."""
-    from edgeladder import ladderconfig
-    from edgeladder.link.mqtt import MqttLink
-    from edgeladder.link.serial import SerialLink
-    from edgeladder.tiers import EventLog, TierError
-    from edgeladder.tiers.http import HttpServer
-    from edgeladder.tiers.metrics import Metrics
-    from edgeladder.tiers.reload import Reloader
-    from edgeladder.tiers.runner import BatchRunner
-    from edgeladder.tiers.server import TierServer
+    from edgeladder.policy import config as ladderconfig
+    from edgeladder.serve import EventLog, TierError
+    from edgeladder.serve.http import HttpServer
+    from edgeladder.serve.links.mqtt import MqttLink
+    from edgeladder.serve.links.serial import SerialLink
+    from edgeladder.serve.metrics import Metrics
+    from edgeladder.serve.reload import Reloader
+    from edgeladder.serve.runner import BatchRunner
+    from edgeladder.serve.server import TierServer
 
     log = EventLog(opts.as_json)
     # Threads hand the GIL over every 5 ms by default: a message waiting in paho's thread while

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ladderconfig import device_json
+from edgeladder.policy.config import device_json
 
 BOOT_TIMEOUT_S = 30.0
 DEVICE_BASE = 0xE1000000  # demo device ids: e1000000, e1000001, ...
@@ -97,8 +97,8 @@ def _phased_feed_class():
 
 def board_files(build_dir: Path, task_dir: Path) -> dict[str, bytes]:
     """What ``edgeladder deploy`` would write to a virtual ESP32 (compiled .mpy, models, ladder)."""
-    from .. import boards
-    from ..deploy import plan_files
+    from edgeladder.boards import registry as boards
+    from edgeladder.device.deploy import plan_files
 
     files, _ = plan_files(task_dir, boards.get("esp32"), _SIM_ARCH, build_dir=build_dir)
     return {k.lstrip("/"): v for k, v in files.items()}

@@ -11,9 +11,8 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+from edgeladder.errors import EdgeladderError
 from ladder import wire
-
-from ..errors import EdgeladderError
 
 
 class MonitorError(EdgeladderError):

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import cascade_eval
-from ..errors import EdgeladderError
-from ..ladderconfig import LadderConfig
-from ..quantmath import quantize
-from .records import Answer, DemoReport, Phase, SweepPoint
-from .stats import json_payload_bytes
+from edgeladder.demo.records import Answer, DemoReport, Phase, SweepPoint
+from edgeladder.demo.stats import json_payload_bytes
+from edgeladder.errors import EdgeladderError
+from edgeladder.model.quantmath import quantize
+from edgeladder.policy import replay as cascade_eval
+from edgeladder.policy.config import LadderConfig
 
 FLEET = "demo"
 GATEWAY, CLOUD = "gateway", "cloud"
@@ -110,7 +110,7 @@ def run_demo(
             broker = start_broker(opts.broker, workdir=workdir / "broker")
             stack.callback(broker.stop)
             url = broker.url
-        from .monitor import Monitor
+        from edgeladder.demo.monitor import Monitor
 
         monitor = Monitor(url, FLEET).start()
         stack.callback(monitor.stop)
@@ -147,13 +147,13 @@ def run_demo(
 
 
 def ensure_build(opts: DemoOptions, step: Step) -> Path:
-    from ..recipe import load_recipe
-    from ..train.pipeline import build
+    from edgeladder.build.pipeline import build
+    from edgeladder.build.recipe import load_recipe
 
     recipe = load_recipe(opts.task)
     build_dir = opts.build_dir or Path("build") / recipe.task
     step(f"build {recipe.task} (reused when the recipe and data are unchanged)")
-    from ..commands.progress import RichProgress
+    from edgeladder.commands.progress import RichProgress
 
     with RichProgress(title=f"build {recipe.task}", quiet=opts.quiet) as progress:
         build(recipe, build_dir, progress=progress)
@@ -161,7 +161,7 @@ def ensure_build(opts: DemoOptions, step: Step) -> Path:
 
 
 def ensure_ladder(build_dir: Path, opts: DemoOptions, step: Step) -> tuple[LadderConfig, dict]:
-    from ..calibrate.run import Options, calibrate
+    from edgeladder.policy.calibrate.run import Options, calibrate
 
     how = (
         f"at most {opts.max_escalation:.0%} escalated"
@@ -180,7 +180,7 @@ def ensure_ladder(build_dir: Path, opts: DemoOptions, step: Step) -> tuple[Ladde
 
 
 def offline_figures(build_dir: Path, cfg: LadderConfig) -> tuple[np.ndarray, np.ndarray, Offline]:
-    from ..calibrate import scores
+    from edgeladder.policy.calibrate import scores
 
     info = scores.load_build(build_dir)
     x, y = scores.split_inputs(info, "test")
@@ -222,7 +222,7 @@ def board_threshold_sweep(cfg: LadderConfig, logits, outputs, y) -> list[SweepPo
 
 
 def start_tiers(build_dir: Path, cfg: LadderConfig, url: str, workdir: Path, step: Step) -> dict:
-    from .tierproc import TierProcess
+    from edgeladder.demo.tierproc import TierProcess
 
     remote = [s for s in cfg.stages if s.remote]
     if [s.where for s in remote] != [GATEWAY, CLOUD]:
@@ -249,7 +249,7 @@ def start_tiers(build_dir: Path, cfg: LadderConfig, url: str, workdir: Path, ste
 def start_boards(build_dir, rows, url, workdir, opts):
     from urllib.parse import urlparse
 
-    from .fleet import start_fleet
+    from edgeladder.demo.fleet import start_fleet
 
     u = urlparse(url)
     return start_fleet(

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..errors import EdgeladderError
+from edgeladder.errors import EdgeladderError
 
 
 class TierProcessError(EdgeladderError):

@@ -1,0 +1,1 @@
+"""The board registry (boards/*.toml), board selection and the fit check."""

@@ -1,0 +1,140 @@
+"""Model architectures by name: each builder returns a Keras model that outputs *logits*.
+
+The softmax is appended only for export, so distillation can soften logits with a
+temperature. Builders use only layers whose int8 kernels the board engine runs
+(Dense, Conv1D/2D, pooling, Flatten): a Conv1D lowers to EXPAND_DIMS + CONV_2D.
+Adding an architecture means adding a function and a registry entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from edgeladder.errors import RecipeError
+
+
+def _keras():
+    import keras
+
+    return keras
+
+
+def dense(
+    input_shape: Sequence[int], classes: int, *, units: Sequence[int] = (32,), dropout: float = 0.0
+) -> Any:
+    """A multilayer perceptron; inputs of any rank are flattened first."""
+    k = _keras()
+    layers = [k.Input(shape=tuple(input_shape))]
+    if len(input_shape) > 1:
+        layers.append(k.layers.Flatten())
+    for u in units:
+        layers.append(k.layers.Dense(int(u), activation="relu"))
+        if dropout:
+            layers.append(k.layers.Dropout(dropout))
+    layers.append(k.layers.Dense(classes, name="logits"))
+    return k.Sequential(layers)
+
+
+def _conv(
+    rank: int,
+    input_shape: Sequence[int],
+    classes: int,
+    *,
+    filters: Sequence[int],
+    kernel: int,
+    pool: int,
+    dense_units: Sequence[int],
+    dropout: float,
+    head: str,
+) -> Any:
+    k = _keras()
+    conv = k.layers.Conv1D if rank == 1 else k.layers.Conv2D
+    pooling = k.layers.MaxPooling1D if rank == 1 else k.layers.MaxPooling2D
+    gap = k.layers.GlobalAveragePooling1D if rank == 1 else k.layers.GlobalAveragePooling2D
+    layers = [k.Input(shape=tuple(input_shape))]
+    size = min(input_shape[:-1])
+    for f in filters:
+        layers.append(conv(int(f), kernel, padding="same", activation="relu"))
+        # Pool only while the feature map stays at least 2 wide afterwards.
+        if size >= 2 * pool:
+            layers.append(pooling(pool))
+            size //= pool
+    layers.append(gap() if head == "gap" else k.layers.Flatten())
+    for u in dense_units:
+        if dropout:
+            layers.append(k.layers.Dropout(dropout))
+        layers.append(k.layers.Dense(int(u), activation="relu"))
+    if dropout:
+        layers.append(k.layers.Dropout(dropout))
+    layers.append(k.layers.Dense(classes, name="logits"))
+    return k.Sequential(layers)
+
+
+def conv1d(
+    input_shape: Sequence[int],
+    classes: int,
+    *,
+    filters: Sequence[int] = (16,),
+    kernel: int = 3,
+    pool: int = 2,
+    dense: Sequence[int] = (),
+    dropout: float = 0.0,
+    head: str = "flatten",
+) -> Any:
+    """1-D convolutions over time series (T, C)."""
+    if len(input_shape) != 2:
+        raise RecipeError(f"conv1d needs samples shaped (T, C), got {tuple(input_shape)}")
+    return _conv(
+        1,
+        input_shape,
+        classes,
+        filters=filters,
+        kernel=kernel,
+        pool=pool,
+        dense_units=dense,
+        dropout=dropout,
+        head=head,
+    )
+
+
+def conv2d(
+    input_shape: Sequence[int],
+    classes: int,
+    *,
+    filters: Sequence[int] = (16,),
+    kernel: int = 3,
+    pool: int = 2,
+    dense: Sequence[int] = (),
+    dropout: float = 0.0,
+    head: str = "flatten",
+) -> Any:
+    """2-D convolutions over images (H, W, C)."""
+    if len(input_shape) != 3:
+        raise RecipeError(f"conv2d needs samples shaped (H, W, C), got {tuple(input_shape)}")
+    return _conv(
+        2,
+        input_shape,
+        classes,
+        filters=filters,
+        kernel=kernel,
+        pool=pool,
+        dense_units=dense,
+        dropout=dropout,
+        head=head,
+    )
+
+
+ARCHITECTURES: dict[str, Callable[..., Any]] = {
+    "dense": dense,
+    "conv1d": conv1d,
+    "conv2d": conv2d,
+}
+
+
+def build_model(arch: str, input_shape: Sequence[int], classes: int, params: dict[str, Any]):
+    """Build the logits model for ``arch``; bad parameters become a :class:`RecipeError`."""
+    try:
+        return ARCHITECTURES[arch](input_shape, classes, **params)
+    except TypeError as e:
+        raise RecipeError(f"arch {arch!r}: {e}") from e

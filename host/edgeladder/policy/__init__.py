@@ -1,0 +1,1 @@
+"""The ladder's policy: stage config (ladder.json), offline replay, calibration."""

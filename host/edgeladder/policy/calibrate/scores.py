@@ -1,0 +1,253 @@
+"""Per-stage int8 logits and outputs of a build's tiers on one split of its dataset.
+
+The split is made exactly as the build made it (edgeladder.build.recipe and
+edgeladder.build.dataset with the seed the build used) and normalized with the build's own
+statistics from ``task.json``, then
+quantized with each model's input parameters, and run by what will run that stage: a tier that
+runs on a board is scored by the board's own engine (``ladder.Model`` on the MicroPython VM, the
+simulator's ``micropython``), a host tier by LiteRT's reference kernels as ``edgeladder serve``
+runs it. The two differ: LiteRT rounds FULLY_CONNECTED once where TFLite Micro and the board
+round twice, so a logit can be one code apart, and a threshold chosen on LiteRT's numbers could
+put an input on the other side on the board. Without the simulator installed, board tiers fall
+back to LiteRT and say so (``StageScores.runtime``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeladder.policy.calibrate.errors import CalibrationError
+
+# "val": the default. "train+val": more samples, but the tiers were fitted on the train part,
+# so their confidence there is optimistic (documented in docs/calibration.md). "test" is for
+# evaluation only: `edgeladder calibrate` refuses it, the demo reports test accuracy.
+CALIBRATION_SPLITS = ("val", "train+val")
+SPLITS = (*CALIBRATION_SPLITS, "test")
+
+
+@dataclass
+class BuildInfo:
+    build_dir: Path
+    task: dict  # task.json
+    report: dict  # report.json (the seed and split sizes the build used)
+
+    @property
+    def name(self) -> str:
+        return str(self.task.get("task", self.build_dir.name))
+
+    @property
+    def classes(self) -> int:
+        return len(self.task.get("labels", []))
+
+
+@dataclass
+class StageScores:
+    """One tier's int8 outputs and logits (the input of its final SOFTMAX) on N inputs."""
+
+    name: str
+    tflite: str  # relative to the build folder
+    logits: np.ndarray  # (N, C) int8
+    outputs: np.ndarray  # (N, C) int8
+    logit_scale: float
+    logit_zero_point: int
+    input_scale: float
+    input_zero_point: int
+    runtime: str = "LiteRT"  # what computed the numbers: "LiteRT" or "board engine"
+
+    @property
+    def predictions(self) -> np.ndarray:
+        # the board's answer: top-1 of the int8 output, ties to the lower index (np.argmax)
+        return np.argmax(self.outputs, axis=1)
+
+
+def find_build(arg: str | Path) -> Path:
+    """A build folder from ``arg``: a build folder, a task folder (recipe.toml) or a task name."""
+    p = Path(arg)
+    if (p / "task.json").is_file():
+        return p
+    if (p / "recipe.toml").is_file():
+        from edgeladder.build.recipe import load_recipe
+
+        name = load_recipe(p).task
+        hint = f"run `edgeladder build {p}` first"
+    else:
+        name, hint = p.name, "run `edgeladder build models/<task>` first, or give its build folder"
+    b = Path("build") / name
+    if (b / "task.json").is_file():
+        return b
+    raise CalibrationError(f"no build of {name!r} (looked for {b}/task.json): {hint}")
+
+
+def load_build(build_dir: str | Path) -> BuildInfo:
+    build_dir = Path(build_dir)
+    docs = {}
+    for name in ("task.json", "report.json"):
+        f = build_dir / name
+        try:
+            docs[name] = json.loads(f.read_text())
+        except FileNotFoundError as e:
+            raise CalibrationError("missing: the build is incomplete; rebuild the task", f) from e
+        except (OSError, ValueError) as e:
+            raise CalibrationError(f"unreadable ({e}): rebuild the task", f) from e
+    return BuildInfo(build_dir, docs["task.json"], docs["report.json"])
+
+
+def _recipe(info: BuildInfo):
+    from edgeladder.build.recipe import default_recipe, load_recipe
+    from edgeladder.errors import EdgeladderError
+
+    src = str(info.task.get("recipe", ""))
+    try:
+        if src.endswith(".toml"):
+            recipe = load_recipe(src)
+        else:  # built with --dataset: the default recipe of that file
+            recipe = default_recipe(src, len(info.task.get("input_shape", [])))
+    except EdgeladderError as e:
+        raise CalibrationError(
+            f"cannot remake the build's data split ({e}); rebuild the task", info.build_dir
+        ) from e
+    if "seed" in info.report:
+        recipe.seed = int(info.report["seed"])  # `build --seed` overrides the recipe's
+    return recipe
+
+
+def split_inputs(info: BuildInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Normalized float inputs and labels of ``split``, as the build split and normalized them."""
+    from edgeladder.build.dataset import load_dataset, split_dataset
+
+    if split not in SPLITS:
+        raise CalibrationError(f"unknown split {split!r}; use {' or '.join(SPLITS)}")
+    recipe = _recipe(info)
+    s = split_dataset(
+        load_dataset(recipe.source),
+        seed=recipe.seed,
+        validation=recipe.validation,
+        test=recipe.test,
+    )
+    want = info.report.get("split")
+    if want and want != s.counts:
+        raise CalibrationError(
+            f"the recipe now splits the data {s.counts}, the build used {want}: rebuild the task",
+            info.build_dir,
+        )
+    if split == "val":
+        x, y = s.x_val, s.y_val
+    elif split == "test":
+        x, y = s.x_test, s.y_test
+    else:
+        x, y = np.concatenate([s.x_train, s.x_val]), np.concatenate([s.y_train, s.y_val])
+    norm = info.task.get("normalize") or {}
+    offset = np.asarray(norm.get("offset", [0.0]), dtype=np.float32)
+    scale = np.asarray(norm.get("scale", [1.0]), dtype=np.float32)
+    return ((x - offset) / scale).astype(np.float32), np.asarray(y, dtype=np.int64)
+
+
+def score_tier(info: BuildInfo, tier: str, x: np.ndarray) -> StageScores:
+    """Run tier ``tier`` of the build on normalized inputs ``x``: its logits and outputs."""
+    from edgeladder.errors import ModelFileError
+    from edgeladder.model.litert import Int8Runner
+
+    tiers = info.task.get("tiers", {})
+    if tier not in tiers:
+        raise CalibrationError(f"the build has no tier {tier!r}", info.build_dir / "task.json")
+    rel = tiers[tier]["tflite"]
+    path = info.build_dir / rel
+    try:
+        runner = Int8Runner.from_bytes(path.read_bytes(), str(path))
+    except FileNotFoundError as e:
+        raise CalibrationError("missing: rebuild the task", path) from e
+    try:
+        outputs, logits = runner.run_int8_logits(runner.quantize_input(x))
+    except ModelFileError as e:
+        raise CalibrationError(f"{e}; the gate needs the logits", path) from e
+    runtime = "LiteRT"
+    ldr = _board_model(info, tier)
+    if ldr is not None and _have_micropython():
+        outputs, logits = board_engine_scores(ldr, runner.quantize_input(x))
+        runtime = "board engine"
+    return StageScores(
+        name=tier,
+        tflite=rel,
+        logits=logits.astype(np.int8),
+        outputs=outputs.astype(np.int8),
+        logit_scale=runner.logits_scale,
+        logit_zero_point=runner.logits_zero_point,
+        input_scale=runner.input_scale,
+        input_zero_point=runner.input_zero_point,
+        runtime=runtime,
+    )
+
+
+def _board_model(info: BuildInfo, tier: str) -> Path | None:
+    """The tier's compiled board model if the tier runs on a device board, else None."""
+    rel = ((info.report.get("tiers", {}).get(tier) or {}).get("files") or {}).get("compiled")
+    return info.build_dir / rel if rel and (info.build_dir / rel).is_file() else None
+
+
+def _have_micropython() -> bool:
+    try:
+        from edgeladder_sim.vm import find_micropython
+    except ImportError:
+        return False
+    try:
+        find_micropython()
+    except Exception:  # the simulator is installed but its VM is not: LiteRT it is
+        return False
+    return True
+
+
+# Reads every input, invokes, writes the logits view and the output: one process per tier.
+_ENGINE_SCRIPT = """\
+from ladder import Model
+m = Model.load({model!r})
+lg = m.logits()
+out = m.output.data
+inp = m.input.data
+buf = bytearray(len(inp))
+with open({inputs!r}, "rb") as fi, open({outputs!r}, "wb") as fo:
+    while fi.readinto(buf) == len(buf):
+        inp[:] = buf
+        m.invoke()
+        fo.write(lg)
+        fo.write(out)
+"""
+
+
+def board_engine_scores(ldr: Path, xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 outputs, int8 logits) of the board engine on int8 inputs, under ``micropython``."""
+    import tempfile
+
+    from edgeladder.boards import registry as boards
+    from edgeladder.device.mpycross import compile_tree
+    from edgeladder_sim.vm import FIRMWARE_DIR, run_micropython
+
+    xq = np.ascontiguousarray(xq, np.int8).reshape(len(xq), -1)
+    with tempfile.TemporaryDirectory(prefix="edgeladder-score-") as tmp:
+        t = Path(tmp)
+        # .mpy as a board gets them: importing the sources would need compiler RAM.
+        compile_tree(FIRMWARE_DIR, "host", t / "fw")
+        (t / "in.bin").write_bytes(xq.tobytes())
+        code = _ENGINE_SCRIPT.format(
+            model=str(ldr), inputs=str(t / "in.bin"), outputs=str(t / "out.bin")
+        )
+        res = run_micropython(
+            code, heap_bytes=boards.get("esp32").heap_bytes, path=[t / "fw"], timeout=300
+        )
+        if res.returncode != 0:
+            raise CalibrationError(f"the board engine failed: {res.stdout[-400:]}", ldr)
+        raw = np.frombuffer((t / "out.bin").read_bytes(), np.int8)
+    both = raw.reshape(len(xq), -1)
+    classes = both.shape[1] // 2
+    return both[:, classes:].copy(), both[:, :classes].copy()
+
+
+def score_split(
+    info: BuildInfo, tiers: list[str], split: str = "val"
+) -> tuple[list[StageScores], np.ndarray]:
+    """Every named tier's scores on ``split`` (in the given order) and the true labels."""
+    x, y = split_inputs(info, split)
+    return [score_tier(info, t, x) for t in tiers], y

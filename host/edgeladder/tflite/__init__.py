@@ -1,5 +1,0 @@
-"""Read and summarize TFLite models without TensorFlow (numpy is optional)."""
-
-from edgeladder.tflite.reader import Operator, Subgraph, Tensor, TfliteModel, read_model
-
-__all__ = ["Operator", "Subgraph", "Tensor", "TfliteModel", "read_model"]

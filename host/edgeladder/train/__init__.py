@@ -1,1 +1,0 @@
-"""Training, distillation, pruning, int8 conversion and evaluation (needs the `train` extra)."""
