@@ -48,9 +48,9 @@ import engine_harness as H  # noqa: E402
 import op_cases  # noqa: E402
 
 from edgeladder.boards import registry as boards  # noqa: E402
+from edgeladder.device.micropython import FIRMWARE_DIR, find_micropython, run_micropython  # noqa: E402
 from edgeladder.model.tflite.reader import read_model  # noqa: E402
 from edgeladder.model.tflite.summary import op_macs  # noqa: E402
-from edgeladder_sim.vm import FIRMWARE_DIR, find_micropython, run_micropython  # noqa: E402
 
 ESP32_HZ = 240_000_000
 # The bytecode variant's uctypes shims and bigger code leave no 57 KB block for the largest

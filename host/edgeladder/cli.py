@@ -1,14 +1,18 @@
 """The ``edgeladder`` command line: parsing only.
 
 Subcommands live in ``edgeladder.commands`` and load lazily, so ``edgeladder --help`` stays
-fast although ``build`` imports TensorFlow. Every :class:`EdgeladderError` is translated here,
-once, into a one-line ``error: ...`` on stderr and exit status 1.
+fast although ``build`` imports TensorFlow. Other packages add commands through the
+``edgeladder.commands`` entry-point group: the simulator adds ``sim`` and ``demo`` that way, so
+the host never imports the simulator (the dependency goes simulator -> host only). Every
+:class:`EdgeladderError` is translated here, once, into a one-line ``error: ...`` on stderr and
+exit status 1.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from importlib import metadata
 
 import click
 
@@ -23,13 +27,11 @@ COMMANDS: dict[str, str] = {
     "compile": "edgeladder.commands.compile:compile",
     "select-hardware": "edgeladder.commands.hardware:select_hardware",
     "fit": "edgeladder.commands.hardware:fit",
-    "sim": "edgeladder.commands.sim:sim",
     "console": "edgeladder.commands.console:console",
     "flash": "edgeladder.commands.flash:flash",
     "deploy": "edgeladder.commands.deploy:deploy",
     "calibrate": "edgeladder.commands.calibrate:calibrate",
     "serve": "edgeladder.commands.serve:serve",
-    "demo": "edgeladder.commands.demo:demo",
 }
 
 _HELP = {
@@ -39,30 +41,44 @@ _HELP = {
     "compile": "Compile an int8 .tflite model into the board's model file (.ldr).",
     "select-hardware": "Recommend a board for a tier from latency, model size, power, streams.",
     "fit": "Check that a model fits a device board's heap and flash; estimate its latency.",
-    "sim": "Virtual boards on the MicroPython unix port (`sim board` starts one).",
     "console": "Stream what a board prints on its serial port.",
     "flash": "Write firmware to a real or virtual board with esptool, verify, reset.",
     "deploy": "Copy changed firmware (.mpy), a task's device model and config to a board.",
     "calibrate": "Fit the ladder's gates and thresholds on validation data; write ladder.json.",
-    "demo": "The whole ladder on virtual boards: accuracy, escalations, latency, an outage.",
     "serve": "Serve a remote ladder stage (gateway/cloud) with LiteRT over MQTT or serial.",
 }
 
 
+PLUGIN_GROUP = "edgeladder.commands"
+
+
+def _plugins() -> dict[str, metadata.EntryPoint]:
+    return {ep.name: ep for ep in metadata.entry_points(group=PLUGIN_GROUP)}
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted(set(COMMANDS) | set(_plugins()))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in COMMANDS:
-            return None
-        module, attr = COMMANDS[name].split(":")
-        return getattr(importlib.import_module(module), attr)
+        if name in COMMANDS:
+            module, attr = COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        plugin = _plugins().get(name)
+        return plugin.load() if plugin is not None else None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # Short help without importing every command module.
+        # Short help without importing the built-in command modules; a plugin's command module
+        # is imported for its help line (plugins keep their imports inside the command body).
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in _HELP:
+                rows.append((name, _HELP[name]))
+            else:
+                cmd = self.get_command(ctx, name)
+                rows.append((name, cmd.get_short_help_str(limit=80) if cmd else ""))
         with formatter.section("Commands"):
-            formatter.write_dl([(n, _HELP.get(n, "")) for n in self.list_commands(ctx)])
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

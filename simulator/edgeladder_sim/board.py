@@ -63,10 +63,10 @@ from pathlib import Path
 from typing import Protocol
 
 from edgeladder.boards import registry as boards
+from edgeladder.device.micropython import find_micropython
 from edgeladder.errors import EdgeladderError
 
 from .flash import BDEV_SOURCE, DEFAULT_BOOT_PY, FlashImage, FlashLayout
-from .vm import find_micropython
 
 _UP = b"\x00\x1b[edgeladder-sim:up]\x00"  # the VM runs the bootstrap: Ctrl-C can interrupt
 _READY = b"\x00\x1b[edgeladder-sim:ready]\x00"  # boot.py/main.py done, the REPL starts

@@ -24,9 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeladder.device.micropython import run_micropython
 from edgeladder.errors import EdgeladderError
-
-from .vm import run_micropython
 
 BLOCK_BYTES = 4096  # SPI flash erase sector
 ERASED = 0xFF

@@ -37,10 +37,11 @@ from pathlib import Path
 
 import pytest
 
+from edgeladder.device.micropython import FIRMWARE_DIR
+
 from .bridge import VirtualBoard
 from .broker import Broker, default_kind, start_broker
 from .sensor import SensorFeed
-from .vm import FIRMWARE_DIR
 
 MPREMOTE_TIMEOUT_S = 60
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from edgeladder.boards import registry as boards
-from edgeladder_sim.vm import VMResult, run_micropython
+from edgeladder.device.micropython import VMResult, run_micropython
 
 
 @pytest.fixture(scope="session")

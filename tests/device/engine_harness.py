@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeladder_sim.vm import FIRMWARE_DIR, MicroPythonError, VMResult, run_micropython
+from edgeladder.device.micropython import FIRMWARE_DIR, MicroPythonError, VMResult, run_micropython
 
 REPO = Path(__file__).resolve().parents[2]
 TIERS = ("tiny", "medium", "large")

@@ -238,7 +238,7 @@ def case(digits_build, tmp_path_factory):
 def vm(case, esp32_heap):
     from engine_harness import shipped_firmware
 
-    from edgeladder_sim.vm import run_micropython
+    from edgeladder.device.micropython import run_micropython
 
     tmp = case[2]
     code = _VM_SCRIPT.format(

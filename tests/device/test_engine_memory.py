@@ -20,7 +20,7 @@ import engine_harness as H
 import pytest
 from engine_harness import TIERS, digits_tflite  # noqa: F401  (a fixture)
 
-from edgeladder_sim.vm import run_micropython
+from edgeladder.device.micropython import run_micropython
 
 INVOKES = 1000
 APP_ROOM = 16 * 1024  # heap an application needs beside the model: buffers, gate, telemetry

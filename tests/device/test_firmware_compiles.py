@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from edgeladder.boards import registry as boards
+from edgeladder.device.micropython import FIRMWARE_DIR, run_micropython
 from edgeladder.device.mpycross import MpyCrossError, compile_source, compile_tree
-from edgeladder_sim.vm import FIRMWARE_DIR, run_micropython
 
 FIRMWARE_FILES = sorted(FIRMWARE_DIR.rglob("*.py"))
 ARCHES = [boards.get("esp32").mpy_arch, "x64"]

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeladder.device.micropython import FIRMWARE_DIR
 from edgeladder.policy.config import exp_lut
-from edgeladder_sim.vm import FIRMWARE_DIR
 from ladder import gate
 
 N_VECTORS = 2000

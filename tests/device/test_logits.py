@@ -22,8 +22,8 @@ import numpy as np
 import op_cases
 import pytest
 
+from edgeladder.device.micropython import run_micropython
 from edgeladder.model.litert import Int8Runner
-from edgeladder_sim.vm import run_micropython
 
 N_INPUTS = 200
 SEED = H.seed_from_env()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeladder_sim import vm
-from edgeladder_sim.vm import MicroPythonError, find_micropython, run_micropython
+from edgeladder.device import micropython as vm
+from edgeladder.device.micropython import MicroPythonError, find_micropython, run_micropython
 
 
 def test_output_and_success(upy):

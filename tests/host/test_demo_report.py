@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from edgeladder.demo.dashboard import Dashboard, print_final
-from edgeladder.demo.records import Answer, DemoError, DemoReport, SweepPoint
-from edgeladder.demo.report_html import write_html
-from edgeladder.demo.stats import (
+from edgeladder_sim.demo.dashboard import Dashboard, print_final
+from edgeladder_sim.demo.records import Answer, DemoError, DemoReport, SweepPoint
+from edgeladder_sim.demo.report_html import write_html
+from edgeladder_sim.demo.stats import (
     EXTRA_KEYS,
     ISSUE_KEYS,
     demo_json,

@@ -285,7 +285,7 @@ def _frame(msg: bytes) -> bytes:
 
 def _raw_stdout(code: str, stdin: bytes, heap: int, tmp: Path) -> bytes:
     """The script's stdout as bytes (VMResult holds decoded text, which would mangle frames)."""
-    from edgeladder_sim.vm import find_micropython, micropython_path
+    from edgeladder.device.micropython import find_micropython, micropython_path
 
     script = tmp / "link_script.py"
     script.write_text(code)

@@ -25,8 +25,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edgeladder.boards import registry as boards
+from edgeladder.device.micropython import find_micropython, micropython_path
 from edgeladder_sim.broker import Broker, start_broker
-from edgeladder_sim.vm import find_micropython, micropython_path
 from ladder import wire
 
 DEV = 0x00C0FFEE

@@ -13,8 +13,8 @@ from functools import cache
 from pathlib import Path
 
 from edgeladder.errors import EdgeladderError
+from edgeladder.util.resources import BOARDS_DIR
 
-BOARDS_DIR = Path(__file__).resolve().parents[3] / "boards"
 ROLES = ("device", "gateway", "cloud")
 REQUIRED = ("name", "title", "role", "power_w", "tops", "cost_usd")
 # A device board must say where the firmware goes and what a model may use.

@@ -38,8 +38,8 @@ from pathlib import Path, PurePosixPath
 from edgeladder.boards import registry as boards
 from edgeladder.device.mpycross import NATIVE_ARCHES, compile_tree
 from edgeladder.errors import EdgeladderError
+from edgeladder.util.resources import FIRMWARE_DIR
 
-FIRMWARE_DIR = Path(__file__).resolve().parents[3] / "firmware"
 CONFIG_PATH = "/ladder.json"
 DEVICE_PATH = "/device.json"
 LADDER_FILE = "ladder.json"  # in the build folder, written by `edgeladder calibrate`

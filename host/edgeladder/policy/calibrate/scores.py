@@ -190,7 +190,7 @@ def _board_model(info: BuildInfo, tier: str) -> Path | None:
 
 def _have_micropython() -> bool:
     try:
-        from edgeladder_sim.vm import find_micropython
+        from edgeladder.device.micropython import find_micropython
     except ImportError:
         return False
     try:
@@ -222,8 +222,8 @@ def board_engine_scores(ldr: Path, xq: np.ndarray) -> tuple[np.ndarray, np.ndarr
     import tempfile
 
     from edgeladder.boards import registry as boards
+    from edgeladder.device.micropython import FIRMWARE_DIR, run_micropython
     from edgeladder.device.mpycross import compile_tree
-    from edgeladder_sim.vm import FIRMWARE_DIR, run_micropython
 
     xq = np.ascontiguousarray(xq, np.int8).reshape(len(xq), -1)
     with tempfile.TemporaryDirectory(prefix="edgeladder-score-") as tmp:

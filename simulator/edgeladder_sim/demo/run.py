@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeladder.demo.records import Answer, DemoReport, Phase, SweepPoint
-from edgeladder.demo.stats import json_payload_bytes
 from edgeladder.errors import EdgeladderError
 from edgeladder.model.quantmath import quantize
 from edgeladder.policy import replay as cascade_eval
 from edgeladder.policy.config import LadderConfig
+from edgeladder_sim.demo.records import Answer, DemoReport, Phase, SweepPoint
+from edgeladder_sim.demo.stats import json_payload_bytes
 
 FLEET = "demo"
 GATEWAY, CLOUD = "gateway", "cloud"
@@ -110,7 +110,7 @@ def run_demo(
             broker = start_broker(opts.broker, workdir=workdir / "broker")
             stack.callback(broker.stop)
             url = broker.url
-        from edgeladder.demo.monitor import Monitor
+        from edgeladder_sim.demo.monitor import Monitor
 
         monitor = Monitor(url, FLEET).start()
         stack.callback(monitor.stop)
@@ -222,7 +222,7 @@ def board_threshold_sweep(cfg: LadderConfig, logits, outputs, y) -> list[SweepPo
 
 
 def start_tiers(build_dir: Path, cfg: LadderConfig, url: str, workdir: Path, step: Step) -> dict:
-    from edgeladder.demo.tierproc import TierProcess
+    from edgeladder_sim.demo.tierproc import TierProcess
 
     remote = [s for s in cfg.stages if s.remote]
     if [s.where for s in remote] != [GATEWAY, CLOUD]:
@@ -249,7 +249,7 @@ def start_tiers(build_dir: Path, cfg: LadderConfig, url: str, workdir: Path, ste
 def start_boards(build_dir, rows, url, workdir, opts):
     from urllib.parse import urlparse
 
-    from edgeladder.demo.fleet import start_fleet
+    from edgeladder_sim.demo.fleet import start_fleet
 
     u = urlparse(url)
     return start_fleet(

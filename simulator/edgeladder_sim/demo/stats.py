@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeladder.demo.records import PHASES, REMOTE_SOURCES, Answer, DemoReport
+from edgeladder_sim.demo.records import PHASES, REMOTE_SOURCES, Answer, DemoReport
 from ladder.wire import SOURCES
 
 PERCENTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}

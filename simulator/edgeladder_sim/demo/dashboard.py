@@ -19,9 +19,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from edgeladder.demo.records import Answer, DemoReport
-from edgeladder.demo.stats import summarize
-from edgeladder.demo.tables import ReportTable, final_tables, ms, pct
+from edgeladder_sim.demo.records import Answer, DemoReport
+from edgeladder_sim.demo.stats import summarize
+from edgeladder_sim.demo.tables import ReportTable, final_tables, ms, pct
 from ladder.wire import SOURCES
 
 _SOURCE_STYLE = {"edge": "green", "gateway": "cyan", "cloud": "magenta", "edge_fallback": "yellow"}

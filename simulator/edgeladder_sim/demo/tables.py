@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from edgeladder.demo.records import DemoReport
-from edgeladder.demo.stats import TIERS, ladder_summary, outage, recovery, summarize
+from edgeladder_sim.demo.records import DemoReport
+from edgeladder_sim.demo.stats import TIERS, ladder_summary, outage, recovery, summarize
 from ladder.wire import SOURCES
 
 NONE = "—"

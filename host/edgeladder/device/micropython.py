@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeladder.errors import EdgeladderError
-
-FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
+from edgeladder.util.resources import FIRMWARE_DIR
 
 # The unix port's default MICROPYPATH is ".frozen:~/.micropython/lib:/usr/lib/micropython".
 # ".frozen" keeps the frozen modules (asyncio, ...) importable; the two library folders come last

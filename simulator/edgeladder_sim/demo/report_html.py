@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeladder.demo.records import Answer, DemoReport
-from edgeladder.demo.stats import TIERS, demo_json, ladder_summary
-from edgeladder.demo.tables import ReportTable, final_tables, pct
 from edgeladder.util.atomic import write_text
+from edgeladder_sim.demo.records import Answer, DemoReport
+from edgeladder_sim.demo.stats import TIERS, demo_json, ladder_summary
+from edgeladder_sim.demo.tables import ReportTable, final_tables, pct
 from ladder.wire import SOURCES
 
 if TYPE_CHECKING:

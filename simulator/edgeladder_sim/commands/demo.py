@@ -1,4 +1,4 @@
-"""``edgeladder demo``: parse, delegate to :mod:`edgeladder.demo.run`, print."""
+"""``edgeladder demo``: parse, delegate to :mod:`edgeladder_sim.demo.run`, print."""
 
 from __future__ import annotations
 
@@ -67,10 +67,10 @@ def demo(
     """
     from rich.console import Console
 
-    from edgeladder.demo.dashboard import Dashboard, print_final
-    from edgeladder.demo.report_html import write_html
-    from edgeladder.demo.run import DemoOptions, run_demo
-    from edgeladder.demo.stats import ISSUE_KEYS, demo_json
+    from edgeladder_sim.demo.dashboard import Dashboard, print_final
+    from edgeladder_sim.demo.report_html import write_html
+    from edgeladder_sim.demo.run import DemoOptions, run_demo
+    from edgeladder_sim.demo.stats import ISSUE_KEYS, demo_json
 
     if boards < 1:
         raise click.BadParameter("at least one board", param_hint="--boards")

@@ -1,0 +1,1 @@
+"""Commands the simulator adds to the `edgeladder` CLI (registered as entry points)."""
