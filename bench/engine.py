@@ -1,6 +1,10 @@
 """Benchmark the board engine against TFLite Micro on the same host, inputs and run.
 
-    python bench/engine.py [--json] [--inputs N] [--models a,b,...]
+    python bench/engine.py [--json] [--inputs N] [--models a,b,...] [--build DIR] [--no-build]
+
+The digits tiers come from ``build/digits`` (``--build DIR`` for another folder); when they
+are missing there the script builds them first (``edgeladder build models/digits``, a few
+minutes), or with ``--no-build`` says in one line what to run.
 
 Per model (the digits tiers and a few op cases):
 
@@ -251,11 +255,11 @@ def x64_instructions_per_invoke(compiled: bytes, heap: int, n: int = 5) -> float
 # --- the run -------------------------------------------------------------------------------------
 
 
-def bench(names: list[str], n_inputs: int, seed: int) -> dict:
+def bench(names: list[str], n_inputs: int, seed: int, digits: Path | None = None) -> dict:
     from edgeladder.model.compiler import compile_model
 
     heap = boards.get("esp32").heap_bytes
-    tiers = {f"digits_{t}": p for t, p in H.digits_paths().items()}
+    tiers = {f"digits_{t}": p for t, p in H.digits_paths(digits).items()}
     results = {}
     with tempfile.TemporaryDirectory(prefix="edgeladder-bytecode-") as tmp:
         bc_path = bytecode_firmware(Path(tmp))
@@ -339,17 +343,44 @@ NOTES = (
 )
 
 
+def ensure_digits(names: list[str], root: Path, *, build: bool) -> None:
+    """Make the digits tiers that ``names`` ask for exist under ``root`` (through the build
+    API), or exit with one line that says what to run."""
+    paths = {f"digits_{t}": p for t, p in H.digits_paths(root).items()}
+    if all(paths[n].is_file() for n in names if n in paths):
+        return
+    run = f"run `edgeladder build models/digits --out {root}` first"
+    if not build:
+        raise SystemExit(f"error: the digits tiers are not built in {root}/: {run}")
+    print(f"building models/digits into {root}/ first (a few minutes)", file=sys.stderr)
+    from edgeladder.build.pipeline import build as build_task
+    from edgeladder.build.recipe import load_recipe
+    from edgeladder.errors import EdgeladderError
+
+    try:
+        build_task(load_recipe(REPO / "models" / "digits"), root)
+    except (EdgeladderError, ImportError) as e:
+        raise SystemExit(f"error: building the digits tiers failed ({e}): {run}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ap.add_argument("--inputs", type=int, default=100, help="random inputs per model")
     ap.add_argument("--models", help="comma-separated names (digits_tiny, ..., op cases)")
+    ap.add_argument(
+        "--build", type=Path, default=REPO / "build" / "digits", help="the digits build folder"
+    )
+    ap.add_argument(
+        "--no-build", action="store_true", help="if the digits tiers are missing, say so and stop"
+    )
     args = ap.parse_args(argv)
     names = args.models.split(",") if args.models else [
         "digits_tiny", "digits_medium", "digits_large", *OP_CASES
     ]  # fmt: skip
+    ensure_digits(names, args.build, build=not args.no_build)
     seed = H.seed_from_env()
-    results = bench(names, args.inputs, seed)
+    results = bench(names, args.inputs, seed, args.build)
     meta = {
         "inputs": args.inputs, "seed": seed, "esp32_hz": ESP32_HZ,
         "heap_bytes": boards.get("esp32").heap_bytes, "bytecode_heap_bytes": BYTECODE_HEAP,

@@ -30,31 +30,28 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [
-    str(REPO / "tests"),
     str(REPO / "host"),
     str(REPO / "simulator"),
     str(REPO / "firmware"),
 ]
 
 import paho.mqtt.client as mqtt  # noqa: E402
-from tiers_fixtures import digits_inputs, make_ladder  # noqa: E402
 
 from edgeladder.policy import config as ladderconfig  # noqa: E402
-from edgeladder.serve.links.mqtt import nodelay  # noqa: E402
+from edgeladder.serve.links.mqtt import nodelay, parse_url  # noqa: E402
+from edgeladder.serve.process import ServeProcess, ServeProcessError  # noqa: E402
 from edgeladder_sim.broker import free_port, start_broker  # noqa: E402
-from ladder import wire  # noqa: E402
+from edgeladder_sim.fixtures.ladder import digits_inputs, write_ladder  # noqa: E402
+from ladder import topics, wire  # noqa: E402
 
 FLEET = "bench"
 RATES = (250, 500, 750, 1000, 1250, 1500, 1750, 2000, 2500, 3000, 3500, 4000, 5000, 6000, 8000)
@@ -76,75 +73,51 @@ def pin(pid: int, which: str) -> None:
 TIER_CPU, LOAD_CPUS = "tier", "load"
 
 
-class Tier:
-    """The served tier: an `edgeladder serve` child, its /metrics."""
-
-    def __init__(self, ladder_dir: Path, stage: str, broker_url: str, max_batch: str, delay: str,
-                 log: Path):  # fmt: skip
-        self.http = free_port()
-        argv = [
-            sys.executable, "-m", "edgeladder.cli", "serve", str(ladder_dir), "--stage", stage,
-            "--mqtt", broker_url, "--fleet", FLEET, "--allow-unknown", "--http", str(self.http),
-            "--max-batch", max_batch, "--max-delay-ms", delay, "--reload-interval", "0",
-        ]  # fmt: skip
-        self.log = log
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        pin(self.proc.pid, TIER_CPU)
-        end = time.monotonic() + 60
-        while not self._ready():
-            if self.proc.poll() is not None or time.monotonic() > end:
-                raise SystemExit(f"serve did not start:\n{log.read_text()}")
-            time.sleep(0.05)
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/v2/health/ready") as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def metrics(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/metrics") as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("edgeladder_") and " " in line:
-                key, value = line.rsplit(" ", 1)
-                out[key] = float(value)
-        return out
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+def start_tier(ladder_dir: Path, stage: str, broker_url: str, max_batch: str, delay: str,
+               log: Path) -> ServeProcess:  # fmt: skip
+    """The served tier: an `edgeladder serve` child on its own CPU, ready."""
+    tier = ServeProcess(
+        ladder_dir, stage, "--mqtt", broker_url, "--fleet", FLEET, "--allow-unknown",
+        "--max-batch", max_batch, "--max-delay-ms", delay, "--reload-interval", "0",
+        log=log, http_port=free_port(),
+    ).start()  # fmt: skip
+    pin(tier.proc.pid, TIER_CPU)
+    try:
+        return tier.wait_ready(60)
+    except ServeProcessError as e:
+        tier.stop()
+        raise SystemExit(f"serve did not start: {e}") from e
 
 
 def _receive(url: str, got, why, ready, stop) -> None:
     # The receiving half of the generator, in its own process: timestamps taken here do not
     # wait for the GIL behind the publishing loop. perf_counter is CLOCK_MONOTONIC on Linux,
     # the same clock in both processes.
-    host, port = url.removeprefix("mqtt://").split(":")
+    host, port = parse_url(url)
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-rx-{os.getpid()}")
 
     def on_message(client, userdata, msg) -> None:
+        t = time.perf_counter()
         p = msg.payload
-        ref = int.from_bytes(p[10:14], "little")  # RESULT and REJECT both start with ref
-        if 0 < ref < len(got):
-            if p[1] == wire.RESULT:
-                got[ref] = time.perf_counter()
-            elif p[1] == wire.REJECT:
-                why[ref] = p[14]
+        try:
+            mtype = wire.header(p)[0]
+        except ValueError:
+            return  # not a reply (the tier only sends good ones)
+        if mtype == wire.RESULT:
+            ref = wire.unpack_result(p)[0]
+            if 0 < ref < len(got):
+                got[ref] = t
+        elif mtype == wire.REJECT:
+            ref, reason, _ = wire.unpack_reject(p)
+            if 0 < ref < len(got):
+                why[ref] = reason
 
     c.on_message = on_message
-    c.connect(host, int(port), keepalive=60)
+    c.connect(host, port, keepalive=60)
     nodelay(c)
     # QoS 0 on our side: the tier still publishes QoS 1 (that cost is measured), but the
     # generator spends no CPU acknowledging
-    c.subscribe(f"el/{FLEET}/dev/+/down/+", qos=0)
+    c.subscribe(topics.device_filter(FLEET, topics.DOWN), qos=0)
     c.loop_start()
     time.sleep(0.3)  # the subscription is in place
     ready.set()
@@ -162,7 +135,7 @@ class Boards:
     def __init__(
         self, broker_url: str, devices: int, inputs: np.ndarray, version: int, n: int, tier: str
     ):
-        host, port = broker_url.removeprefix("mqtt://").split(":")
+        host, port = parse_url(broker_url)
         ctx = mp.get_context("fork")
         self.sent = ctx.Array("d", n + 1, lock=False)
         self.got = ctx.Array("d", n + 1, lock=False)
@@ -179,14 +152,14 @@ class Boards:
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-tx-{os.getpid()}"
         )
-        self.client.connect(host, int(port), keepalive=60)
+        self.client.connect(host, port, keepalive=60)
         nodelay(self.client)  # as the tier and the broker: no Nagle waits
         self.client.loop_start()
         self.devices = [0x1000 + i for i in range(devices)]
         if tier == "gateway":  # the first remote stage: boards escalate to it directly
-            self.topics = [wire.device_topic(FLEET, d, wire.UP, "esc") for d in self.devices]
+            self.topics = [topics.device_topic(FLEET, d, topics.UP, "esc") for d in self.devices]
         else:  # a later stage gets chained escalations from the tier below
-            self.topics = [wire.tier_topic(FLEET, tier, "in")] * len(self.devices)
+            self.topics = [topics.tier_topic(FLEET, tier, topics.IN)] * len(self.devices)
         self.inputs = [row.tobytes() for row in inputs]
         self.version = version
         self.capacity = n
@@ -251,7 +224,7 @@ class Boards:
 def run_mode(name, ladder_dir, broker, boards, args, workdir) -> dict:
     max_batch, delay = MODES[name]
     log = workdir / f"serve-{name}.log"
-    tier = Tier(ladder_dir, args.stage, broker.url, max_batch, delay, log)
+    tier = start_tier(ladder_dir, args.stage, broker.url, max_batch, delay, log)
     steps = []
     try:
         boards.run(200, 0.5)  # warm the path (connections, caches), not reported
@@ -321,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     boards = None
     try:
         # threshold 0: the tier answers everything itself (this measures one tier)
-        lad = make_ladder(args.build, workdir / "ladder", thresholds={args.stage: 0})
+        lad = write_ladder(args.build, workdir / "ladder", thresholds={args.stage: 0})
         cfg = ladderconfig.load(lad)
         x, _ = digits_inputs(args.build, 200)
         total = int(sum(RATES) * args.step_s * len(MODES) + 200 * len(MODES)) + 1

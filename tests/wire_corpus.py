@@ -72,3 +72,13 @@ def classify(msg: bytes) -> str:
         if o_in + n != len(msg) or o_top + 2 * k != o_in:
             return "bad escalate offsets"
     return "ok %d" % mtype  # noqa: UP031 (runs under MicroPython too: no f-strings)
+
+
+# Device ids in spellings that int(s, 16) would take (device 1, 10, 0x1a, ...) and near misses:
+# ladder.topics refuses every one, and a tier drops what arrives under them (topic_mismatch).
+BAD_ID_SPELLINGS = [
+    "0x000001", "0X000001", "0000_001", "000000_1", " 0000001", "0000001 ", "+0000001",
+    "-0000001", "0000000A", "0000001A", "DEADBEEF", "0000001\n", "\t0000001", "0000001",
+    "000000001", "", "00000g01", "0000 001", "\uff10" * 7 + "1", "\u0660" * 7 + "\u0661",
+    "0000001\u00a0", "+", "#", "0x1", "1",
+]  # fmt: skip

@@ -29,15 +29,13 @@ _K = const(2)  # top-k pairs an escalation carries
 _RESERVE_MS = const(3)  # of the deadline, kept for writing the answer after a wait
 _RESULT = const(1)
 _REJECTED = const(2)
+_UNSENT = const(3)  # Cascade.skips: after the escalation rule's three reasons (SKIPS)
 _U16 = const(65535)
 _SEQ_MASK = const(0x3FFFFFFF)  # seq stays a small int on a 32-bit board
 
-# Counters (indexes into Cascade.skips, .drops); the names are what reports show.
-SKIPS = ("link_down", "tier_offline", "no_time", "unsent")
-_LINK_DOWN = const(0)
-_OFFLINE = const(1)
-_NO_TIME = const(2)
-_UNSENT = const(3)
+# Counters (indexes into Cascade.skips, .drops); the names are what reports show. Skips are the
+# escalation rule's reasons (gate.should_escalate: -2, -3, -4 at 0, 1, 2), then a failed send.
+SKIPS = gate.STAYS[1:] + ("unsent",)
 DROPS = ("stale", "wrong_version", "bad_message", "unexpected")
 _STALE = const(0)
 _WRONG_VERSION = const(1)
@@ -163,27 +161,20 @@ class Cascade:
 
     def _escalate(self, out, frame, score, t0):
         link = self.link
-        if not link.up:
-            self.skips[_LINK_DOWN] += 1
+        up = link.up
+        # whole ms left, less the answer reserve: a tier is never promised time the board lacks
+        left_ms = gate.should_escalate(
+            score, self.gates[-1].threshold, up, up and link.tier_online(), self.deadline_ms,
+            ticks_diff(self._now(), t0), self.rtt_ms, _RESERVE_MS,
+        )  # fmt: skip
+        if left_ms < 0:
+            self.skips[-2 - left_ms] += 1
             return 0
-        if not link.tier_online():
-            self.skips[_OFFLINE] += 1
-            return 0
-        # whole ms left, rounded down, less the answer reserve: a tier is never promised time
-        # the board does not have
-        left_ms = self.deadline_ms - _RESERVE_MS - (ticks_diff(self._now(), t0) + 999) // 1000
-        if left_ms <= self.rtt_ms:
-            self.skips[_NO_TIME] += 1
-            return 0
-        tk = self._topk
-        for j in range(_K):
-            c = self._idx[j]
-            tk[2 * j] = c
-            tk[2 * j + 1] = out[c] + 128
+        wire.pack_topk(self._topk, out, self._idx, _K)
         seq = self.next_seq()
         n = wire.pack_escalate(
             self.esc, self.device, seq, self.version, left_ms, score if score < _U16 else _U16,
-            self.remote, tk, frame,
+            self.remote, self._topk, frame,
         )  # fmt: skip
         if not link.send(wire.ESCALATE, self.esc, n):
             self.skips[_UNSENT] += 1

@@ -106,6 +106,19 @@ def pack_escalate(buf, device, seq, model_version, deadline_ms, confidence, stag
     return end
 
 
+def pack_topk(dst, scores, idx, k):
+    """An ESCALATE's top-k pairs into dst[:2k]: (label, int8 score + 128) for the labels idx[:k]
+    (best first, as ladder.quant.top_k_into leaves them). scores: int8 values, signed (array('b'),
+    a list) or two's complement (a bytearray). Used by the board's cascade and the host tiers."""
+    for j in range(k):
+        c = idx[j]
+        s = scores[c]
+        if s > 127:
+            s -= 256
+        dst[2 * j] = c
+        dst[2 * j + 1] = s + 128
+
+
 def pack_result(buf, device, seq, ref, model_version, label, confidence, source, stage):
     _header(buf, RESULT, device, seq)
     struct.pack_into(
@@ -202,29 +215,3 @@ def unpack_heartbeat(msg):
 def unpack_answer(msg):
     """(ref, label, confidence Q16, source, stage, latency us)."""
     return struct.unpack_from(ANSWER_FMT, msg, HEADER_SIZE)
-
-
-# MQTT topic tree. Data from devices and commands to devices never share a subtree, and each
-# device has its own: a broker ACL (`pattern write el/+/dev/%c/up/#`) keeps a device to its id.
-#   el/<fleet>/dev/<id as 8 hex digits>/up/<kind>     device -> host   (hello, hb, esc, ans, ...)
-#   el/<fleet>/dev/<id>/down/<kind>                   host -> device   (res, rej, later ota, ...)
-#   el/<fleet>/tier/<name>/in                         chained escalations to a tier
-#   el/<fleet>/tier/<name>/status                     "online" | "offline" (retained, last will)
-UP = "up"
-DOWN = "down"
-KIND = {
-    HELLO: "hello",
-    HEARTBEAT: "hb",
-    ESCALATE: "esc",
-    RESULT: "res",
-    REJECT: "rej",
-    ANSWER: "ans",
-}
-
-
-def device_topic(fleet, device, direction, kind):
-    return "el/%s/dev/%08x/%s/%s" % (fleet, device, direction, kind)
-
-
-def tier_topic(fleet, tier, leaf):
-    return "el/%s/tier/%s/%s" % (fleet, tier, leaf)

@@ -10,6 +10,7 @@ exit status 1.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from importlib import metadata
@@ -92,9 +93,25 @@ def edgeladder() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import errno
+    import os
+
+    # A full disk, a closed pipe (`| head`), /dev/full: writing the output failed.
+    output_errors = {errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG}
+
+    def stdout_file() -> tuple[int, int] | None:
+        try:
+            st = os.fstat(sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            return None
+        return st.st_dev, st.st_ino
+
+    stdout_at_start = stdout_file()
     try:
         # Without standalone mode click returns what ctx.exit(n) was given instead of exiting.
         rv = edgeladder.main(args=argv, prog_name="edgeladder", standalone_mode=False)
+        # What is still buffered is written here, where a failure can be reported, not at exit.
+        sys.stdout.flush()
     except EdgeladderError as e:
         click.echo(f"error: {e}", err=True)
         return 1
@@ -106,6 +123,24 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code
+    except (OSError, SystemExit) as e:
+        if isinstance(e, SystemExit):
+            # Both swallow an EPIPE and exit quietly: click wraps stdout and stderr, rich puts
+            # /dev/null under stdout's file descriptor.
+            if type(sys.stdout).__name__ == "_PacifyFlushWrapper":
+                sys.stdout, sys.stderr = sys.stdout.wrapped, sys.stderr.wrapped
+            elif e.code != 1 or stdout_file() == stdout_at_start:
+                raise
+            e = OSError(errno.EPIPE, os.strerror(errno.EPIPE))
+        if e.errno not in output_errors:
+            raise
+        where = e.filename if e.filename is not None else "standard output"
+        click.echo(f"error: cannot write to {where}: {e.strerror or e}", err=True)
+        # The interpreter flushes stdout again at exit: let that land nowhere, not in a traceback.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return rv if isinstance(rv, int) else 0
 
 

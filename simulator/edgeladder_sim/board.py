@@ -14,10 +14,10 @@ Hooks for the ROM bootloader and the RFC2217 server
 ---------------------------------------------------
 ``Board(..., rom_factory=f)``: ``f(board)`` returns a handler with ``feed(data: bytes)`` (host
 bytes in download mode) and optionally ``close()`` (called when the chip leaves download mode).
-The handler answers with :meth:`Board.emit`, reads and writes ``board.flash.path`` (the flash
-file; the VM is not running while the ROM owns the line) and learns the chip from
-``board.spec`` (an ``edgeladder.boards.registry.Board``). Without a factory, the board wraps
-``edgeladder_sim.rom.RomBootloader`` (bytes in, bytes out) if that module exists: its boot log
+The handler answers with :meth:`Board.emit`, reads and writes ``board.flash`` (the VM is not
+running while the ROM owns the line) and learns the chip from ``board.spec`` (an
+``edgeladder.boards.registry.Board``). Without a factory, the board wraps
+:class:`edgeladder_sim.rom.RomBootloader` (bytes in, bytes out) on its own flash: its boot log
 is printed on entry, and when it boots firmware (esptool's ``run``, or FLASH_END with reboot)
 the board starts MicroPython again.
 
@@ -28,18 +28,21 @@ MicroPython (an image at the wrong offset or for another chip).
 :meth:`Board.enter_bootloader` resets the chip into download mode; :meth:`Board.reset`
 resets it into a normal boot (MicroPython from flash); :meth:`Board.set_lines` takes the
 DTR/RTS levels of a USB-serial adapter wired as on ESP32 devkits (RTS drives EN, DTR drives
-GPIO0, through the usual two transistors), so esptool's classic and tight reset sequences
-and its hard reset work unchanged over RFC2217. A pty has no modem lines: there the board
-enters download mode by itself when a SLIP frame with the SYNC command (``C0 00 08``) arrives
-while MicroPython runs — what esptool sends first with ``--before no-reset``.
+GPIO0, through the usual two transistors: :class:`edgeladder_sim.autoreset.AutoResetCircuit`),
+so esptool's classic and tight reset sequences and its hard reset work unchanged over RFC2217.
+A pty has no modem lines: there the board enters download mode by itself when a SLIP frame with
+the SYNC command (``C0 00 08``) arrives while MicroPython runs — what esptool sends first with
+``--before no-reset``.
 
 How the REPL maps onto the unix port
 ------------------------------------
 The unix port's REPL is MicroPython's own ``pyexec``: friendly REPL, raw REPL (Ctrl-A) and
-raw-paste mode (``05 41 01``) behave as on a board. The process runs :data:`BOOTSTRAP_SOURCE`
-with ``-i``: it mounts littlefs from the flash file at ``/``, runs ``boot.py`` and then (after a
-hard boot, or a soft reset from the friendly REPL, and only if ``boot.py`` finished) ``main.py``,
-then the REPL starts. Where a board soft-resets, the unix port exits (Ctrl-D, ``sys.exit()``):
+raw-paste mode (``05 41 01``) behave as on a board. The process (:mod:`edgeladder_sim.vm`) runs
+``boot/bootstrap.py`` (MicroPython) with ``-i``: it mounts littlefs from the flash file at ``/``,
+runs ``boot.py`` and then (after a hard boot, or a soft reset from the friendly REPL, and only if
+``boot.py`` finished) ``main.py``, then the REPL starts. ``machine.reset()`` is a hard reset, as
+on a board: the board boots again from flash (boot check, ``boot.py``, ``main.py``, friendly
+REPL) on the same port. Where a board soft-resets, the unix port exits (Ctrl-D, ``sys.exit()``):
 the board prints ``MPY: soft reboot`` and starts a new process on the same flash, back in the raw
 REPL if that is where the reset came from. Ctrl-C: with the pipes the VM has instead of a
 terminal, a 0x03 byte is only data; the board turns it into SIGINT when the VM has its
@@ -50,12 +53,6 @@ as a board's UART driver does.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
-import os
-import queue
-import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -63,72 +60,17 @@ from pathlib import Path
 from typing import Protocol
 
 from edgeladder.boards import registry as boards
-from edgeladder.device.micropython import find_micropython
 from edgeladder.errors import EdgeladderError
 
-from .flash import BDEV_SOURCE, DEFAULT_BOOT_PY, FlashImage, FlashLayout
+from .autoreset import BOOT_SETTLE_S, AutoResetCircuit
+from .flash import FlashImage, FlashLayout
+from .rom import RomBootloader
+from .vm import VM
 
-_UP = b"\x00\x1b[edgeladder-sim:up]\x00"  # the VM runs the bootstrap: Ctrl-C can interrupt
-_READY = b"\x00\x1b[edgeladder-sim:ready]\x00"  # boot.py/main.py done, the REPL starts
-_PROMPT = b">>> "
+__all__ = ["BOOT_SETTLE_S", "Board", "SerialHandler", "SimError"]
+
 _SLIP_SYNC = b"\xc0\x00\x08"  # SLIP frame start, request, SYNC
 _OUTPUT_LOG_BYTES = 1 << 20
-BOOT_SETTLE_S = 0.25  # EN rises through an RC network: GPIO0 counts until then (as rom.py)
-
-BOOTSTRAP_SOURCE = """\
-import sys
-sys.stdout.write({up!r})
-import gc, os, vfs, micropython
-{bdev}
-
-def _el_mount():
-    # not interruptible, as in the port's C start-up code
-    micropython.kbd_intr(-1)
-    bd = FlashBdev({bdev_args})
-    try:
-        fs = vfs.VfsLfs2(bd)
-    except OSError:
-        # blank or unreadable: format, as the ESP32 port's inisetup.py does
-        print("Performing initial setup")
-        vfs.VfsLfs2.mkfs(bd)
-        fs = vfs.VfsLfs2(bd)
-        vfs.mount(fs, "/flash")
-        with open("/flash/boot.py", "w") as f:
-            f.write({boot_py!r})
-        vfs.umount("/flash")
-    vfs.umount("/")
-    vfs.mount(fs, "/")
-    os.chdir("/")
-    sys.path[:] = ["", ".frozen", "/lib"]
-    micropython.kbd_intr(3)
-
-def _el_exec(name):
-    # pyexec_file_if_exists: True when the file is absent or ran to its end
-    try:
-        with open(name) as f:
-            src = f.read()
-    except OSError:
-        return True
-    try:
-        code = compile(src, name, "exec")
-        src = None
-        exec(code, globals())
-        return True
-    except (Exception, KeyboardInterrupt) as e:
-        sys.print_exception(e)
-        return False
-
-try:
-    _el_mount()
-    if _el_exec("boot.py") and sys.argv[-1] != "raw":
-        _el_exec("main.py")
-except KeyboardInterrupt:
-    pass
-finally:
-    sys.stdout.write({ready!r})
-del _el_mount, _el_exec
-gc.collect()
-"""
 
 
 class SimError(EdgeladderError):
@@ -139,173 +81,6 @@ class SerialHandler(Protocol):
     """Who owns the serial line instead of MicroPython (the ROM bootloader)."""
 
     def feed(self, data: bytes) -> None: ...
-
-
-def _interruptible(pid: int) -> bool:
-    """True if ``pid`` has a SIGINT handler: the VM runs code and Ctrl-C is enabled."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
-    except (OSError, ValueError):
-        pass
-    return False
-
-
-class _VM:
-    """One MicroPython process: a boot of the board. Dies at the next reset or power cut."""
-
-    def __init__(self, board: Board, *, raw: bool) -> None:
-        self.board = board
-        self.raw = raw
-        self.up = threading.Event()
-        self.ready = threading.Event()
-        self._open = threading.Event()  # input may flow to the VM
-        self._input: queue.Queue[bytes | None] = queue.Queue()
-        bootstrap = board.workdir / "bootstrap.py"
-        code = (
-            "import signal, sys\n"
-            # Ignored until the VM installs its own handler: a SIGINT that arrives before
-            # then must not reach CPython's (this process is the VM's Python wrapper).
-            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-            "import micropython_run\n"
-            "sys.exit(micropython_run.run_main(sys.argv[1:]))\n"
-        )
-        argv = [
-            _wrapper_python(),
-            "-c",
-            code,
-            "micropython",
-            "-X",
-            f"heapsize={board.spec.heap_bytes}",
-            "-i",
-            str(bootstrap),
-            "raw" if raw else "boot",
-        ]
-        env = dict(os.environ, MICROPYPATH=".frozen")
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=board.workdir,
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read_loop, daemon=True)
-        self._writer = threading.Thread(target=self._write_loop, daemon=True)
-        self._reader.start()
-        self._writer.start()
-
-    def send(self, data: bytes) -> None:
-        self._input.put(data)
-
-    def kill(self) -> None:
-        self._input.put(None)
-        self._open.set()
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()  # SIGKILL: a power cut, nothing gets to clean up
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
-
-    # -- host -> VM
-
-    def _write_loop(self) -> None:
-        fd = self.proc.stdin.fileno()
-        while True:
-            self._open.wait()
-            data = self._input.get()
-            if data is None:
-                return
-            try:
-                self._write_input(fd, data)
-            except OSError:  # the VM is gone; its reader reports that
-                return
-
-    def _write_input(self, fd: int, data: bytes) -> None:
-        # ctrl-C: an interrupt while code runs with Ctrl-C enabled, else a byte like any other
-        parts = data.split(b"\x03")
-        for i, part in enumerate(parts):
-            if part:
-                os.write(fd, part)
-            if i < len(parts) - 1:
-                if _interruptible(self.proc.pid):
-                    os.kill(self.proc.pid, signal.SIGINT)
-                else:
-                    os.write(fd, b"\x03")
-
-    # -- VM -> host
-
-    def _read_loop(self) -> None:
-        fd = self.proc.stdout.fileno()
-        pending = b""
-        phase = "starting"
-        while True:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                data = b""
-            if not data:
-                break
-            pending += data
-            if phase == "starting":
-                at = pending.find(_UP)
-                if at < 0:
-                    continue
-                self.board.emit(pending[:at])
-                pending = pending[at + len(_UP) :]
-                phase = "booting"
-                self.up.set()
-                if not self.raw:
-                    self._open.set()
-            if phase == "booting":
-                at = pending.find(_READY)
-                if at < 0:
-                    keep = _partial_suffix(pending, _READY)
-                    self.board.emit(pending[: len(pending) - keep])
-                    pending = pending[len(pending) - keep :]
-                    continue
-                self.board.emit(pending[:at])
-                pending = pending[at + len(_READY) :]
-                phase = "banner" if self.raw else "running"
-                self.ready.set()
-            if phase == "banner":
-                # back in the raw REPL after a soft reset: no banner, as on a board
-                at = pending.find(_PROMPT)
-                if at < 0:
-                    continue
-                pending = pending[at + len(_PROMPT) :]
-                os.write(self.proc.stdin.fileno(), b"\x01")  # ctrl-A: enter raw REPL
-                phase = "running"
-                self._open.set()
-            if pending:
-                self.board.emit(pending)
-                pending = b""
-        self._input.put(None)
-        self._open.set()
-        returncode = self.proc.wait()
-        self.board._vm_exited(self, returncode)
-
-
-def _partial_suffix(data: bytes, marker: bytes) -> int:
-    """How many bytes at the end of ``data`` could start ``marker``."""
-    for n in range(min(len(marker) - 1, len(data)), 0, -1):
-        if marker.startswith(data[-n:]):
-            return n
-    return 0
-
-
-def _wrapper_python() -> str:
-    """The Python that runs the ``micropython`` wrapper script (it loads the unix port)."""
-    script = find_micropython()
-    with open(script, "rb") as f:
-        first = f.readline()
-    if first.startswith(b"#!"):
-        interpreter = first[2:].decode().strip().split()[0]
-        if os.access(interpreter, os.X_OK):
-            return interpreter
-    return sys.executable
 
 
 class Board:
@@ -331,7 +106,7 @@ class Board:
         self.boot_check: Callable[[Board], str | None] | None = None
         self.mode = "off"
         self.boots = 0  # MicroPython starts (hard and soft)
-        self._vm: _VM | None = None
+        self._vm: VM | None = None
         self._rom: SerialHandler | None = None
         self._raw = False  # REPL kind that a soft reset returns to
         self._tail = b""  # last bytes from the host, to find a SYNC split across reads
@@ -340,8 +115,7 @@ class Board:
         self._listeners: list[Callable[[bytes], None]] = []
         self._log = bytearray()
         self._log_changed = threading.Condition(self._out_lock)
-        self._lines = {"dtr": False, "rts": False}
-        self._en = True
+        self._circuit = AutoResetCircuit()
         self._boot_timer: threading.Timer | None = None
 
     # -- power and resets
@@ -380,30 +154,24 @@ class Board:
     def set_lines(self, *, dtr: bool | None = None, rts: bool | None = None) -> None:
         """Set the adapter's DTR/RTS (True = asserted), wired as on an ESP32 devkit.
 
-        EN is low only while RTS is asserted and DTR is not; GPIO0 is low only while DTR is
-        asserted and RTS is not. EN rises slowly (an RC network), so GPIO0 low at any moment
-        within :data:`BOOT_SETTLE_S` after EN's release selects download mode; otherwise the
-        chip boots from flash when that time is up.
+        EN low holds the chip in reset; GPIO0 low while EN rises (within :data:`BOOT_SETTLE_S`)
+        selects download mode, else the chip boots from flash when that time is up
+        (:class:`~edgeladder_sim.autoreset.AutoResetCircuit`).
         """
         with self._lock:
-            if dtr is not None:
-                self._lines["dtr"] = bool(dtr)
-            if rts is not None:
-                self._lines["rts"] = bool(rts)
-            en = not (self._lines["rts"] and not self._lines["dtr"])
-            gpio0_low = self._lines["dtr"] and not self._lines["rts"]
-            if self._en and not en:  # EN low: the chip is held in reset
+            was_in_reset = self._circuit.in_reset
+            mode = self._circuit.set(dtr=dtr, rts=rts)
+            if not self._circuit.settling:
                 self._cancel_boot_timer()
+            self._come_out_of_reset(mode)
+            if self._circuit.in_reset and not was_in_reset:  # EN low: held in reset
                 self._stop()
                 self.mode = "off"
-            elif en and not self._en:  # EN released: boot once it has settled
-                self._boot_timer = threading.Timer(BOOT_SETTLE_S, self._boot_settled)
+            if self._circuit.settling and self._boot_timer is None:
+                # EN released: the chip boots once it has settled
+                self._boot_timer = threading.Timer(self._circuit.settle, self._boot_settled)
                 self._boot_timer.daemon = True
                 self._boot_timer.start()
-            self._en = en
-            if self._boot_timer is not None and gpio0_low:
-                self._cancel_boot_timer()
-                self.enter_bootloader()
 
     def close(self) -> None:
         """Power off and release everything (the flash file stays)."""
@@ -428,7 +196,7 @@ class Board:
             if self.mode in ("repl", "halted"):
                 seen = self._tail + data
                 at = seen.find(_SLIP_SYNC)
-                if at >= 0 and self._rom_available():
+                if at >= 0:
                     self.enter_bootloader()
                     self._tail = b""
                     self._rom.feed(seen[at:])
@@ -500,17 +268,8 @@ class Board:
     # -- internals
 
     def _start_vm(self) -> None:
-        (self.workdir / "bootstrap.py").write_text(
-            BOOTSTRAP_SOURCE.format(
-                up=_UP.decode(),
-                ready=_READY.decode(),
-                bdev=BDEV_SOURCE,
-                bdev_args=self.flash.bdev_args(),
-                boot_py=DEFAULT_BOOT_PY,
-            )
-        )
         self.boots += 1
-        self._vm = _VM(self, raw=self._raw)
+        self._vm = VM(self, raw=self._raw)
 
     def _stop(self) -> None:
         vm, self._vm = self._vm, None
@@ -520,7 +279,7 @@ class Board:
         if rom is not None and hasattr(rom, "close"):
             rom.close()
 
-    def _vm_exited(self, vm: _VM, returncode: int) -> None:
+    def _vm_exited(self, vm: VM, returncode: int) -> None:
         with self._lock:
             if vm is not self._vm:
                 return  # killed on purpose: reset, power cut, bootloader
@@ -535,31 +294,34 @@ class Board:
             self.emit(b"MPY: soft reboot\r\n")
             self._start_vm()
 
+    def _vm_reset(self, vm: VM) -> None:
+        # machine.reset(): the chip restarts from its ROM (boot check, boot.py, main.py)
+        with self._lock:
+            if vm is self._vm:
+                self.power_on()
+
     def _track_repl_kind(self, data: bytes) -> None:
         raw_at, friendly_at = data.rfind(b"\x01"), data.rfind(b"\x02")  # ctrl-A / ctrl-B
         if raw_at != friendly_at:
             self._raw = raw_at > friendly_at
 
-    def _rom_available(self) -> bool:
-        if self.rom_factory is not None:
-            return True
-        return importlib.util.find_spec("edgeladder_sim.rom") is not None
-
     def _make_rom(self) -> SerialHandler:
         if self.rom_factory is not None:
             return self.rom_factory(self)
-        try:
-            importlib.import_module("edgeladder_sim.rom")
-        except ImportError as e:
-            raise SimError("this simulator has no ROM bootloader (edgeladder_sim.rom)") from e
         return _RomAdapter(self)
+
+    def _come_out_of_reset(self, mode: str | None) -> None:
+        if mode == "download":
+            self.enter_bootloader()
+        elif mode == "firmware":
+            self.power_on()
 
     def _boot_settled(self) -> None:
         with self._lock:
-            if self._boot_timer is None or not self._en:
-                return  # cancelled, or held in reset again
+            if self._boot_timer is None:
+                return  # cancelled: the lines changed again
             self._boot_timer = None
-            self.power_on()
+            self._come_out_of_reset(self._circuit.poll(force=True))
 
     def _cancel_boot_timer(self) -> None:
         timer, self._boot_timer = self._boot_timer, None
@@ -568,15 +330,12 @@ class Board:
 
 
 class _RomAdapter:
-    """``edgeladder_sim.rom.RomBootloader`` (bytes in, bytes out) as a :class:`SerialHandler`."""
+    """The ROM bootloader (bytes in, bytes out) as a :class:`SerialHandler` on the board's flash."""
 
     def __init__(self, board: Board) -> None:
-        from . import rom
-
         self.board = board
-        self._flash = rom.FlashImage(board.flash.path, board.flash.layout.flash_bytes)
-        self._rom = rom.RomBootloader(
-            self._flash, board.spec.chip or "esp32", boot_offset=board.spec.flash_offset
+        self._rom = RomBootloader(
+            board.flash, board.spec.chip or "esp32", boot_offset=board.spec.flash_offset
         )
         board.emit(self._rom.reset(download=True))
 
@@ -585,6 +344,3 @@ class _RomAdapter:
         if self._rom.mode == "firmware":
             # the loader jumped to the image: MicroPython starts (after this call returns)
             threading.Thread(target=self.board.reset, daemon=True).start()
-
-    def close(self) -> None:
-        self._flash.close()

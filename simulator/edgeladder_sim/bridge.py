@@ -26,6 +26,7 @@ import tty
 
 from .board import Board
 from .flash import FlashImage
+from .rfc2217 import Rfc2217Server
 
 _DROP_AFTER_S = 1.0
 
@@ -102,11 +103,8 @@ class PtyBridge:
 
 
 class VirtualBoard:
-    """A :class:`Board` with its pty (and its RFC2217 port when the simulator has a server).
-
-    The RFC2217 server is looked up in ``edgeladder_sim.rfc2217``: ``Rfc2217Server(board)``
-    with a ``url`` attribute and ``close()``; without that module ``rfc2217_url`` is None.
-    """
+    """A :class:`Board` with its pty, and with ``rfc2217=True`` its RFC2217 port too
+    (:class:`edgeladder_sim.rfc2217.Rfc2217Server`; ``rfc2217_url`` is None without it)."""
 
     def __init__(
         self,
@@ -122,15 +120,10 @@ class VirtualBoard:
         self.pty = PtyBridge(self.board)
         self.port = self.pty.port
         self.rfc2217_url: str | None = None
-        self._rfc2217 = None
+        self._rfc2217: Rfc2217Server | None = None
         if rfc2217:
-            try:
-                from . import rfc2217 as rfc2217_module
-            except ImportError:
-                pass
-            else:
-                self._rfc2217 = rfc2217_module.Rfc2217Server(self.board)
-                self.rfc2217_url = self._rfc2217.url
+            self._rfc2217 = Rfc2217Server(self.board)
+            self.rfc2217_url = self._rfc2217.url
 
     def close(self) -> None:
         if self._rfc2217 is not None:

@@ -31,7 +31,6 @@ from pathlib import Path
 
 from .board import SimError
 
-KINDS = ("amqtt", "mosquitto")
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 15.0
 _ATTEMPTS = 3  # a free port can be taken between choosing it and binding it
@@ -73,22 +72,33 @@ def amqtt_available() -> bool:
     return True
 
 
-def available(kind: str) -> bool:
-    if kind == "mosquitto":
-        return mosquitto_binary() is not None
-    if kind == "amqtt":
-        return amqtt_available()
-    return False
-
-
 class Broker:
     """A running broker. Stop it with :meth:`stop` (or use it as a context manager)."""
 
     kind = ""
+    missing = ""  # what to do when this kind is not installed
 
     def __init__(self, port: int, host: str = HOST) -> None:
         self.host = host
         self.port = port
+
+    @classmethod
+    def available(cls) -> bool:
+        """This kind is installed here."""
+        raise NotImplementedError
+
+    @classmethod
+    def launch(cls, port: int, workdir: Path | None) -> Broker:
+        """Start one on ``port`` (``workdir``: where to keep its files, if it has any)."""
+        raise NotImplementedError
+
+    def started(self, deadline: float) -> bool:
+        """True once it listens; False if it failed or ``deadline`` passed."""
+        raise NotImplementedError
+
+    def problem(self) -> str:
+        """Why it did not start."""
+        return ""
 
     @property
     def url(self) -> str:
@@ -109,6 +119,22 @@ class Broker:
 
 class MosquittoBroker(Broker):
     kind = "mosquitto"
+    missing = (
+        "the mosquitto broker is not installed (no `mosquitto` on PATH or in /usr/sbin): "
+        "install Debian's package with `apt-get install mosquitto`, or use "
+        "EDGELADDER_BROKER=amqtt"
+    )
+
+    @classmethod
+    def available(cls) -> bool:
+        return mosquitto_binary() is not None
+
+    @classmethod
+    def launch(cls, port: int, workdir: Path | None) -> MosquittoBroker:
+        own = workdir is None
+        wd = Path(tempfile.mkdtemp(prefix="edgeladder-mqtt-")) if own else Path(workdir)
+        wd.mkdir(parents=True, exist_ok=True)
+        return cls(mosquitto_binary(), port, wd, own_dir=own)
 
     def __init__(self, binary: str, port: int, workdir: Path, *, own_dir: bool = False) -> None:
         super().__init__(port)
@@ -137,6 +163,9 @@ class MosquittoBroker(Broker):
     def started(self, deadline: float) -> bool:
         return _wait_listening(self.host, self.port, deadline, lambda: self.proc.poll() is None)
 
+    def problem(self) -> str:
+        return self.output()[-800:]
+
     def output(self) -> str:
         text = ""
         for path in (self.config.parent / "mosquitto.out", self.log):
@@ -159,6 +188,20 @@ class MosquittoBroker(Broker):
 
 class AmqttBroker(Broker):
     kind = "amqtt"
+    missing = (
+        "the embedded amqtt broker is not installed: `pip install amqtt` (or install "
+        "edgeladder[sim]), or use EDGELADDER_BROKER=mosquitto"
+    )
+
+    @classmethod
+    def available(cls) -> bool:
+        return amqtt_available()
+
+    @classmethod
+    def launch(cls, port: int, workdir: Path | None) -> AmqttBroker:
+        # amqtt logs every connection at INFO; keep test output readable
+        logging.getLogger("amqtt").setLevel(logging.WARNING)
+        return cls(port)
 
     def __init__(self, port: int) -> None:
         super().__init__(port)
@@ -199,7 +242,7 @@ class AmqttBroker(Broker):
         # start() returns once the listener is bound: no probe connection (amqtt logs those)
         return self._error is None and self._started.is_set()
 
-    def error(self) -> str:
+    def problem(self) -> str:
         return repr(self._error) if self._error else "did not start in time"
 
     def stop(self) -> None:
@@ -211,6 +254,16 @@ class AmqttBroker(Broker):
                 future.result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+
+
+# The kinds, by name: adding a broker is one class and one entry here.
+BROKERS: dict[str, type[Broker]] = {"amqtt": AmqttBroker, "mosquitto": MosquittoBroker}
+KINDS = tuple(BROKERS)
+
+
+def available(kind: str) -> bool:
+    """``kind`` is a known broker and installed here."""
+    return kind in BROKERS and BROKERS[kind].available()
 
 
 def default_kind() -> str:
@@ -227,42 +280,17 @@ def start_broker(
     """Start a broker of ``kind`` (default: :func:`default_kind`) on a free loopback port, or on
     ``port`` (to restart a broker where its clients will look for it again)."""
     kind = kind or default_kind()
-    if kind not in KINDS:
-        raise SimError(f"unknown broker kind {kind!r}: choose one of {', '.join(KINDS)}")
-    if kind == "mosquitto":
-        binary = mosquitto_binary()
-        if binary is None:
-            raise BrokerUnavailable(
-                "the mosquitto broker is not installed (no `mosquitto` on PATH or in /usr/sbin): "
-                "install Debian's package with `apt-get install mosquitto`, or use "
-                "EDGELADDER_BROKER=amqtt"
-            )
-    elif not amqtt_available():
-        raise BrokerUnavailable(
-            "the embedded amqtt broker is not installed: `pip install amqtt` (or install "
-            "edgeladder[sim]), or use EDGELADDER_BROKER=mosquitto"
-        )
-    if kind == "amqtt":
-        # amqtt logs every connection at INFO; keep test output readable
-        logging.getLogger("amqtt").setLevel(logging.WARNING)
+    cls = BROKERS.get(kind)
+    if cls is None:
+        raise SimError(f"unknown broker kind {kind!r}: choose one of {', '.join(BROKERS)}")
+    if not cls.available():
+        raise BrokerUnavailable(cls.missing)
     problem = ""
-    fixed = port
     for _ in range(_ATTEMPTS):
-        port = fixed or free_port()
         deadline = time.monotonic() + START_TIMEOUT_S
-        if kind == "mosquitto":
-            own = workdir is None
-            wd = Path(tempfile.mkdtemp(prefix="edgeladder-mqtt-")) if own else Path(workdir)
-            wd.mkdir(parents=True, exist_ok=True)
-            broker: Broker = MosquittoBroker(binary, port, wd, own_dir=own)
-            if broker.started(deadline):
-                return broker
-            broker.stop()
-            problem = broker.output()[-800:]
-        else:
-            broker = AmqttBroker(port)
-            if broker.started(deadline):
-                return broker
-            broker.stop()
-            problem = broker.error()
+        broker = cls.launch(port or free_port(), Path(workdir) if workdir is not None else None)
+        if broker.started(deadline):
+            return broker
+        broker.stop()
+        problem = broker.problem()
     raise SimError(f"the {kind} broker did not start on {HOST}: {problem}")

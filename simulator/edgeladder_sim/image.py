@@ -18,25 +18,13 @@ import hashlib
 import struct
 from dataclasses import dataclass, field
 
+from . import chips
+
 MAGIC = 0xE9
 CHECKSUM_SEED = 0xEF
 HEADER_LEN = 8
 EXT_HEADER_LEN = 16
 SHA256_LEN = 32
-# Image chip ids (esp_chip_id_t in ESP-IDF), as written in the extended header.
-CHIP_IDS = {
-    "esp32": 0,
-    "esp32s2": 2,
-    "esp32c3": 5,
-    "esp32s3": 9,
-    "esp32c2": 12,
-    "esp32c6": 13,
-    "esp32h2": 16,
-    "esp32p4": 18,
-}
-CHIP_NAMES = {v: k for k, v in CHIP_IDS.items()}
-# Where boards of each chip expect the first image (the second-stage bootloader).
-BOOT_OFFSETS = {"esp32": 0x1000, "esp32s2": 0x1000, "esp32p4": 0x2000}
 _MAX_SEGMENTS = 16
 # Offsets where a misplaced image is commonly found: a merged binary written at 0, or an app
 # image written where the app partition usually starts.
@@ -65,7 +53,8 @@ class ImageInfo:
 
     @property
     def chip(self) -> str:
-        return CHIP_NAMES.get(self.chip_id, f"chip id {self.chip_id}")
+        chip = chips.by_image_id(self.chip_id)
+        return chip.NAME if chip else f"chip id {self.chip_id}"
 
 
 def parse_image(data: bytes) -> ImageInfo:
@@ -121,15 +110,17 @@ def build_image(
     sha256: bool = True,
 ) -> bytes:
     """A valid image of ``segments`` for ``chip``, as esptool's ``elf2image`` lays it out."""
-    if chip not in CHIP_IDS:
-        raise ImageError(f"unknown chip {chip!r}; known: {', '.join(CHIP_IDS)}")
+    try:
+        chip_id = chips.get(chip).IMAGE_CHIP_ID
+    except chips.ChipError as e:
+        raise ImageError(str(e)) from None
     if not segments:
         raise ImageError("an image needs at least one segment")
     if entry is None:
         entry = segments[0][0]
     out = bytearray(struct.pack("<BBBBI", MAGIC, len(segments), flash_mode, flash_size_freq, entry))
     # wp_pin 0xEE (disabled), drive settings, chip id, min rev, min/max rev full, reserved, hash.
-    out += struct.pack("<BBBBHBHH4xB", 0xEE, 0, 0, 0, CHIP_IDS[chip], 0, 0, 0xFFFF, int(sha256))
+    out += struct.pack("<BBBBHBHH4xB", 0xEE, 0, 0, 0, chip_id, 0, 0, 0xFFFF, int(sha256))
     checksum = CHECKSUM_SEED
     for addr, data in segments:
         data = bytes(data) + b"\0" * (-len(data) % 4)  # segments are word-aligned
@@ -157,19 +148,19 @@ def boot_check(read, chip: str = "esp32", offset: int | None = None) -> BootRepo
 
     ``offset`` defaults to where the chip's ROM loads the first image from.
     """
+    expected = chips.get(chip).IMAGE_CHIP_ID
     if offset is None:
-        offset = BOOT_OFFSETS.get(chip, 0x0)
+        offset = chips.get(chip).BOOTLOADER_OFFSET
     head = read(offset, 0x10000)
     try:
         info = parse_image(head)
     except ImageError as e:
-        hint = _find_misplaced(read, chip, offset)
+        hint = _find_misplaced(read, chip, expected, offset)
         if head[:4] == b"\xff\xff\xff\xff":
             what = f"no firmware at {offset:#x} (the flash is erased there)"
         else:
             what = f"invalid image at {offset:#x}: {e}"
         return BootReport(False, offset, f"{what}; {hint}")
-    expected = CHIP_IDS.get(chip)
     if info.chip_id != expected:
         return BootReport(
             False,
@@ -181,7 +172,7 @@ def boot_check(read, chip: str = "esp32", offset: int | None = None) -> BootRepo
     return BootReport(True, offset, f"valid {chip} image at {offset:#x}", info)
 
 
-def _find_misplaced(read, chip: str, offset: int) -> str:
+def _find_misplaced(read, chip: str, expected: int, offset: int) -> str:
     for other in _LIKELY_OFFSETS:
         if other == offset:
             continue
@@ -189,7 +180,7 @@ def _find_misplaced(read, chip: str, offset: int) -> str:
             info = parse_image(read(other, 0x10000))
         except ImageError:
             continue
-        if info.chip_id == CHIP_IDS.get(chip):
+        if info.chip_id == expected:
             return (
                 f"an {chip} image was found at {other:#x}: it was written at the wrong "
                 f"offset, flash it at {offset:#x}"

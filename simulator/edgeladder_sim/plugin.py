@@ -3,14 +3,23 @@
 Enable it in a ``conftest.py`` with ``pytest_plugins = ["edgeladder_sim.plugin"]``.
 
 ``sim_board``
-    A running virtual ESP32 with this repository's firmware (``firmware/boot.py``, ``main.py``
-    and the ``ladder`` package, as sources) in its flash, booted. Its serial port is
-    ``sim_board.port``; ``sim_board.mpremote("exec", "print(1)")`` runs the real mpremote
+    A running virtual ESP32 with the firmware deployed by ``edgeladder deploy`` (the function
+    :func:`edgeladder.device.deploy.deploy`, as for a real board: ``boot.py``, ``main.py``, the
+    ``ladder`` package as ``.mpy``, the task's model and ``/ladder.json``), booted. Its serial
+    port is ``sim_board.port``; ``sim_board.mpremote("exec", "print(1)")`` runs the real mpremote
     against it; ``sim_board.board`` is the :class:`~edgeladder_sim.board.Board` (power cuts,
     resets, output).
 ``sim_board_factory``
     ``make(board="esp32", files={"main.py": b"..."}, firmware=False, boot=True)``: more boards,
     or boards with other files. Every board is powered off at the end of the test.
+    ``firmware=True`` boards start from one flash image per board file, made once per session by
+    deploying to a virtual board (then copied, as a production line clones a golden image);
+    ``files`` are written after it (test-only files that no deploy writes, or that replace what
+    it wrote).
+``sim_deploy_task``
+    ``(task folder, build folder)`` that ``firmware=True`` deploys: a session fixture to
+    override in your ``conftest.py`` (there is no default; a board with ``firmware=True`` is an
+    error without it).
 ``sim_fleet``
     ``sim_fleet(n, files=None, firmware=True)``: ``n`` virtual boards, powered on together and
     booted (``boot.py``/``main.py`` done), each with its own flash file and serial port; a list
@@ -30,6 +39,7 @@ Enable it in a ``conftest.py`` with ``pytest_plugins = ["edgeladder_sim.plugin"]
 from __future__ import annotations
 
 import itertools
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -37,22 +47,12 @@ from pathlib import Path
 
 import pytest
 
-from edgeladder.device.micropython import FIRMWARE_DIR
-
 from .bridge import VirtualBoard
 from .broker import Broker, default_kind, start_broker
 from .sensor import SensorFeed
 
 MPREMOTE_TIMEOUT_S = 60
-
-
-def firmware_files(root: Path = FIRMWARE_DIR) -> dict[str, bytes]:
-    """The firmware as ``{path on the board: contents}``: every ``.py`` under ``root``."""
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*.py"))
-        if "__pycache__" not in p.parts
-    }
+BOOT_TIMEOUT_S = 30.0
 
 
 def mpremote_command() -> list[str]:
@@ -79,10 +79,57 @@ class SimBoard(VirtualBoard):
         return result
 
 
+class FirmwareImages:
+    """Flash images with the firmware deployed, one per (board file, task, build), made once."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._made: dict[tuple[str, Path, Path], Path] = {}
+
+    def get(self, board: str, task: Path, build: Path) -> Path:
+        key = (board, Path(task), Path(build))
+        if key not in self._made:
+            self._made[key] = self._deploy(
+                board, *key[1:], self.root / f"{board}-{len(self._made)}"
+            )
+        return self._made[key]
+
+    @staticmethod
+    def _deploy(board: str, task: Path, build: Path, workdir: Path) -> Path:
+        from edgeladder.device.deploy import deploy
+
+        with VirtualBoard(board, workdir) as vb:
+            vb.board.power_on()
+            vb.board.wait_booted(BOOT_TIMEOUT_S)
+            deploy(vb.port, task, board, build_dir=build)  # then it soft-resets and boots
+            vb.board.power_off()
+            return vb.board.flash.path
+
+
+@pytest.fixture(scope="session")
+def sim_deploy_task() -> tuple[Path, Path] | None:
+    """``(task folder, build folder)`` for ``firmware=True`` boards: override it in conftest.py."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def sim_firmware_images(tmp_path_factory) -> FirmwareImages:
+    return FirmwareImages(tmp_path_factory.mktemp("sim-firmware"))
+
+
 @pytest.fixture
-def sim_board_factory(tmp_path_factory) -> Callable[..., SimBoard]:
+def sim_board_factory(request, tmp_path_factory, sim_firmware_images) -> Callable[..., SimBoard]:
     made: list[SimBoard] = []
     count = itertools.count()
+
+    def firmware_image(board: str) -> Path:
+        task = request.getfixturevalue("sim_deploy_task")
+        if task is None:
+            raise pytest.UsageError(
+                "a virtual board with firmware=True needs a task to deploy: define a session "
+                "fixture `sim_deploy_task` returning (task folder, build folder) in conftest.py"
+            )
+        return sim_firmware_images.get(board, *task)
 
     def make(
         board: str = "esp32",
@@ -95,10 +142,10 @@ def sim_board_factory(tmp_path_factory) -> Callable[..., SimBoard]:
         workdir = tmp_path_factory.mktemp(f"sim-{board}-{next(count)}")
         sim = SimBoard(board, workdir)
         made.append(sim)
-        content = dict(firmware_files()) if firmware else {}
-        content.update(files or {})
-        if content:
-            sim.board.flash.write_files(content)
+        if firmware:
+            shutil.copyfile(firmware_image(board), sim.board.flash.path)
+        if files:
+            sim.board.flash.write_files(files)
         if boot:
             sim.board.power_on()
             sim.board.wait_booted(timeout, ready=False)

@@ -5,7 +5,7 @@
   a board whose auto-reset circuit is missing); :meth:`PtyRomServer.reset` presses the buttons.
 - :class:`Rfc2217RomServer`: a TCP server speaking RFC2217 (pyserial's own ``PortManager``)
   whose SET_CONTROL commands drive the board's auto-reset circuit
-  (:class:`~edgeladder_sim.rom.AutoResetCircuit`), so esptool's default
+  (:class:`~edgeladder_sim.autoreset.AutoResetCircuit`), so esptool's default
   ``--before default-reset`` and ``--after hard-reset`` work as on a dev board:
   ``esptool --port rfc2217://127.0.0.1:PORT?ign_set_control flash-id``.
 - :class:`Rfc2217Port`: the network side both share with :mod:`edgeladder_sim.rfc2217` (the
@@ -33,7 +33,9 @@ from collections.abc import Callable
 import serial
 import serial.rfc2217
 
-from .rom import AutoResetCircuit, FlashImage, RomBootloader
+from .autoreset import AutoResetCircuit
+from .flash import FlashImage
+from .rom import RomBootloader
 
 _POLL_S = 0.05
 _MAX_BACKLOG = 1 << 20  # bytes kept for a reader that is not there (a serial line drops them)
@@ -129,35 +131,34 @@ class PtyRomServer(_Server):
                 os.close(fd)
 
 
+class _Line:
+    """A modem line of :class:`_VirtualLines`: setting it reports the change to ``on_lines``."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, lines, owner=None) -> bool:
+        return lines.levels[self.name]
+
+    def __set__(self, lines, value: bool) -> None:
+        level = lines.levels[self.name] = bool(value)
+        lines.on_lines(level if self.name == "dtr" else None, level if self.name == "rts" else None)
+
+
 class _VirtualLines:
     """The serial-port object pyserial's RFC2217 PortManager drives: lines go to ``on_lines``."""
 
+    dtr = _Line()
+    rts = _Line()
+
     def __init__(self, on_lines: Callable[[bool | None, bool | None], None]) -> None:
-        self._on_lines = on_lines
-        self._dtr = self._rts = False
+        self.on_lines = on_lines
+        self.levels = {"dtr": False, "rts": False}
         self.baudrate = 115200
         self.bytesize, self.parity, self.stopbits = 8, "N", 1
         self.rtscts = self.xonxoff = False
         self.break_condition = False
         self.cts = self.dsr = self.ri = self.cd = False
-
-    @property
-    def dtr(self) -> bool:
-        return self._dtr
-
-    @dtr.setter
-    def dtr(self, value: bool) -> None:
-        self._dtr = bool(value)
-        self._on_lines(self._dtr, None)
-
-    @property
-    def rts(self) -> bool:
-        return self._rts
-
-    @rts.setter
-    def rts(self, value: bool) -> None:
-        self._rts = bool(value)
-        self._on_lines(None, self._rts)
 
     def reset_input_buffer(self) -> None:
         pass

@@ -232,9 +232,8 @@ def compiled_output_shape(compiled: bytes) -> tuple[int, ...]:
     import struct
 
     mf = _mformat()
-    h = mf.unpack_header(compiled)
-    out_index = h[10]
-    at = mf.HEADER_SIZE + out_index * mf.TENSOR_SIZE
+    h = mf.read_header(compiled)
+    at = mf.HEADER_SIZE + h.output_index * mf.TENSOR_SIZE
     _, size, rank, _, *dims = struct.unpack_from(mf.TENSOR_FMT, compiled, at)
     shape = tuple(dims[:rank])
     if shape and shape[0] == 1 and int(np.prod(shape[1:])) == size:

@@ -6,7 +6,7 @@ fixedpoint.h for softmax) in plain Python ints, independent of the board code.
 
 from __future__ import annotations
 
-import hashlib
+import json
 import struct
 import sys
 from pathlib import Path
@@ -15,6 +15,7 @@ FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
+from edgeladder.model.compiler import fmt  # noqa: E402
 from ladder import mformat as F  # noqa: E402
 
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
@@ -72,22 +73,23 @@ def pack(ops, consts, arena_size, tensors, io=(0, 1), scales=(0.5, 0.25), model_
         body += struct.pack(f"<{len(p)}i", *[where[v] if isinstance(v, str) else v for v in p])
     body += blob
     tin, tout = tensors[io[0]], tensors[io[1]]
-    head = F.pack_header(
-        model_id,
-        1,
-        body,
-        arena_size,
-        nt,
-        nops,
-        io[0],
-        io[1],
-        scales[0],
-        tin[2],
-        scales[1],
-        tout[2],
-        hashlib.sha256(body).digest(),
-    )
-    return head + body
+    h = F.Header(
+        model_id=model_id, model_version=1, body_size=len(body), arena_size=arena_size,
+        n_tensors=nt, n_ops=nops, input_index=io[0], output_index=io[1],
+        in_scale=scales[0], in_zp=tin[2], out_scale=scales[1], out_zp=tout[2],
+    )  # fmt: skip
+    return fmt.pack(h, body)
+
+
+def run_and_compare(upy, jobs, lines, timeout):
+    """Runs RUNNER on ``lines`` ("model_path arena_hex" each) and checks every resulting arena
+    against its job (params, arena in, constants, reference function)."""
+    out = upy(RUNNER, stdin="".join(lines).encode(), timeout=timeout).check().stdout.split()
+    assert len(out) == len(jobs)
+    for (p, a, cvals, ref), got_hex in zip(jobs, out, strict=True):
+        got = [v - 256 if v > 127 else v for v in bytes.fromhex(got_hex)]
+        at, want = ref(a, cvals, p)
+        assert got[at : at + len(want)] == want, json.dumps({"params": p})
 
 
 def i32(values):

@@ -99,11 +99,19 @@ def _conv_branch(k, x, filters=6, act="relu"):
     return k.layers.Conv2D(filters, 3, padding="same", activation=act, bias_initializer=_BIAS)(x)
 
 
-def _add_branches(k):
-    def body(x):
-        return k.layers.Add()([_conv_branch(k, x), _conv_branch(k, x, act=None)])
+def _two_branches(layer):
+    """Two 3x3 convolutions of the input (one with ReLU, one without), joined by ``layer``."""
 
-    return _model(k, (6, 6, 3), body)
+    def build(k):
+        def body(x):
+            return getattr(k.layers, layer)()([_conv_branch(k, x), _conv_branch(k, x, act=None)])
+
+        return _model(k, (6, 6, 3), body)
+
+    return build
+
+
+_add_branches = _two_branches("Add")
 
 
 def _add_residual(k):
@@ -121,11 +129,7 @@ def _add_relu(k):
     return _model(k, (6, 6, 3), body)
 
 
-def _mul(k):
-    def body(x):
-        return k.layers.Multiply()([_conv_branch(k, x), _conv_branch(k, x, act=None)])
-
-    return _model(k, (6, 6, 3), body)
+_mul = _two_branches("Multiply")
 
 
 def _flatten(k):

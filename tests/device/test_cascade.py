@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ladder_fixtures import ldr_bytes, make_ladder_json, quantized_rows, runner
 
+from edgeladder_sim.fixtures.ladder import ldr_bytes, make_ladder_json, quantized_rows, runner
 from ladder import gate, wire
 
 DEADLINE_MS = 150
@@ -185,12 +185,7 @@ for kind in ("sure", "unsure"):
 
 # the real clock: a link that really sleeps and never answers; the answer is still on time
 import time
-class Sleeper:
-    up = True
-    def tier_online(self):
-        return True
-    def send(self, mtype, m, n):
-        return True
+class Sleeper(Quiet):  # the same link, but its wait is a real sleep
     def poll(self, timeout_ms, cb):
         time.sleep_ms(timeout_ms)
         return 0

@@ -9,7 +9,6 @@ every side, pixels with no valid column, and depth multipliers 1..3.
 from __future__ import annotations
 
 import itertools
-import json
 
 import engine_ref as R
 from test_engine_kernels import _act, _mult, _rng
@@ -82,9 +81,4 @@ def test_fast_paths_match_reference(upy, tmp_path):
             a = [rng.choice([-128, 127, rng.randint(-128, 127)]) for _ in range(arena)]
             jobs.append((p, a, consts, ref))
             lines.append(f"{path} {R.i8(a).hex()}\n")
-    out = upy(R.RUNNER, stdin="".join(lines).encode(), timeout=300).check().stdout.split()
-    assert len(out) == len(jobs)
-    for (p, a, cvals, ref), got_hex in zip(jobs, out, strict=True):
-        got = [v - 256 if v > 127 else v for v in bytes.fromhex(got_hex)]
-        at, want = ref(a, cvals, p)
-        assert got[at : at + len(want)] == want, json.dumps({"params": p})
+    R.run_and_compare(upy, jobs, lines, timeout=300)

@@ -6,7 +6,6 @@ invokes, and returns the arena; the host recomputes the op with engine_ref. Seed
 
 from __future__ import annotations
 
-import json
 import math
 import random
 
@@ -276,9 +275,16 @@ def test_kernel_matches_reference(kind, upy, tmp_path):
             a = [rng.randint(-128, 127) for _ in range(arena)]
             jobs.append((p, a, cvals, ref))
             lines.append(f"{path} {R.i8(a).hex()}\n")
-    out = upy(R.RUNNER, stdin="".join(lines).encode(), timeout=120).check().stdout.split()
-    assert len(out) == len(jobs)
-    for (p, a, cvals, ref), got_hex in zip(jobs, out, strict=True):
-        got = [v - 256 if v > 127 else v for v in bytes.fromhex(got_hex)]
-        at, want = ref(a, cvals, p)
-        assert got[at : at + len(want)] == want, json.dumps({"params": p})
+    R.run_and_compare(upy, jobs, lines, timeout=120)
+
+
+def test_the_sizes_module_agrees_with_the_kernels(upy):
+    """ladder.opsize sizes the requant block and the ADD/MUL chunks for the engine and for the
+    host's fit; the viper modules fold their own consts (fixedpoint.ACC, elementwise.K)."""
+    code = (
+        "from ladder import fixedpoint, opsize\n"
+        "from ladder.kernels import elementwise\n"
+        "print(fixedpoint.ACC, opsize.ACC, elementwise.K, opsize.CHUNK)\n"
+    )
+    acc, acc2, k, chunk = upy(code).check().stdout.split()
+    assert (acc, k) == (acc2, chunk)

@@ -10,8 +10,10 @@ import pytest
 from edgeladder.boards import registry as boards
 from edgeladder.device.micropython import FIRMWARE_DIR, run_micropython
 from edgeladder.device.mpycross import MpyCrossError, compile_source, compile_tree
+from edgeladder_sim.flash import BOOT_DIR
 
-FIRMWARE_FILES = sorted(FIRMWARE_DIR.rglob("*.py"))
+# The firmware, and a virtual board's own start-up code (board-side MicroPython as well).
+FIRMWARE_FILES = sorted(FIRMWARE_DIR.rglob("*.py")) + sorted(BOOT_DIR.glob("*.py"))
 ARCHES = [boards.get("esp32").mpy_arch, "x64"]
 
 
@@ -20,7 +22,13 @@ def test_the_esp32_arch_is_xtensawin():
 
 
 @pytest.mark.parametrize("march", ARCHES)
-@pytest.mark.parametrize("source", FIRMWARE_FILES, ids=lambda p: str(p.relative_to(FIRMWARE_DIR)))
+@pytest.mark.parametrize(
+    "source",
+    FIRMWARE_FILES,
+    ids=lambda p: str(
+        p.relative_to(FIRMWARE_DIR if p.is_relative_to(FIRMWARE_DIR) else BOOT_DIR.parent)
+    ),
+)
 def test_every_firmware_file_compiles(source: Path, march: str, tmp_path):
     out = tmp_path / "out.mpy"
     data = compile_source(source, march, out=out, optimize=1)

@@ -229,3 +229,61 @@ def test_intermediates_stay_small_ints_on_a_32_bit_board(n):
     assert gate.EXP_ONE << 15 < 2**30
     assert (hmax - 1) << 16 < 2**30
     assert n * gate.EXP_ONE < 2**30  # the sum of exp terms
+
+
+# should_escalate: (score, threshold, link up, tier online, deadline ms, elapsed us, rtt ms,
+# reserve ms) -> the ms to promise the next stage, or why the input stays. By hand:
+ESCALATE_CASES = [
+    ((100, 200, True, True, 300, 0, 20, 0), 300),  # unsure, all there: the whole deadline
+    ((100, 200, True, True, 300, 0, 20, 3), 297),  # the board keeps its answer reserve
+    ((100, 200, True, True, 300, 1, 20, 0), 299),  # 1 us elapsed rounds up to a whole ms
+    ((100, 200, True, True, 300, 1000, 20, 0), 299),
+    ((100, 200, True, True, 300, 1001, 20, 0), 298),
+    ((100, 200, True, True, 40, 0, 50, 0), gate.NO_TIME),  # 40 ms left < a 50 ms round trip
+    ((100, 200, True, True, 50, 0, 50, 0), gate.NO_TIME),  # equal is not enough
+    ((100, 200, True, True, 51, 0, 50, 0), 51),
+    ((100, 200, True, True, 54, 0, 50, 3), 51),
+    ((100, 200, True, True, 53, 0, 50, 3), gate.NO_TIME),  # the reserve makes the difference
+    ((200, 200, True, True, 300, 0, 20, 0), gate.CONFIDENT),  # at the threshold: sure
+    ((100, 200, False, True, 300, 0, 20, 0), gate.LINK_DOWN),
+    ((100, 200, True, False, 300, 0, 20, 0), gate.TIER_OFFLINE),
+    ((100, 200, False, False, 300, 10**9, 20, 0), gate.LINK_DOWN),  # the first reason wins
+    ((100, 200, True, True, 300, 400_000, 0, 0), gate.NO_TIME),  # the deadline has passed
+]
+
+
+@pytest.mark.parametrize(("args", "want"), ESCALATE_CASES)
+def test_should_escalate_by_hand(args, want):
+    assert gate.should_escalate(*args) == want
+    if want < 0:
+        assert gate.STAYS[-1 - want] in ("confident", "link_down", "tier_offline", "no_time")
+
+
+def test_should_escalate_and_pack_topk_are_the_same_under_micropython(upy):
+    from ladder import wire
+
+    scores = [-3, 90, 89, -128, 127, 12, 90, 41, 0, -1]
+    res = upy(
+        "from ladder import gate, wire\n"
+        f"for args, _ in {ESCALATE_CASES!r}:\n"
+        "    print(gate.should_escalate(*args))\n"
+        "from array import array\n"
+        f"s = array('b', {scores!r})\n"
+        "idx = bytearray(4)\n"
+        "from ladder.quant import top_k_into\n"
+        "top_k_into(s, 4, idx)\n"
+        "dst = bytearray(8)\n"
+        "wire.pack_topk(dst, s, idx, 4)\n"
+        "print(bytes(dst).hex())\n"
+        "raw = bytearray(v & 0xFF for v in s)\n"  # the same scores as two's complement bytes
+        "wire.pack_topk(dst, raw, idx, 4)\n"
+        "print(bytes(dst).hex())\n"
+    ).check()
+    lines = res.stdout.split()
+    assert [int(v) for v in lines[:-2]] == [want for _, want in ESCALATE_CASES]
+    # best first, ties to the lower index: 127 (label 4), 90 (1), 90 (6), 89 (2); score + 128
+    want = bytes([4, 255, 1, 218, 6, 218, 2, 217])
+    assert lines[-2:] == [want.hex(), want.hex()]
+    dst = bytearray(8)
+    wire.pack_topk(dst, scores, [4, 1, 6, 2], 4)  # the host packs the same bytes
+    assert bytes(dst) == want

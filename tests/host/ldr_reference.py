@@ -36,24 +36,23 @@ def _requant(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, zp, lo, hi) -
 
 class Reference:
     def __init__(self, data: bytes) -> None:
-        h = F.unpack_header(data)
+        h = F.read_header(data)
         self.header = h
-        self.body = data[F.HEADER_SIZE : F.HEADER_SIZE + h[5]]
-        self.arena_size, n_tensors, n_ops = h[6], h[7], h[8]
+        self.body = bytes(F.read_body(data, h))
+        self.arena_size = h.arena_size
         self.tensors = [
-            struct.unpack_from(F.TENSOR_FMT, self.body, i * F.TENSOR_SIZE) for i in range(n_tensors)
+            struct.unpack_from(F.TENSOR_FMT, self.body, i * F.TENSOR_SIZE)
+            for i in range(h.n_tensors)
         ]
-        ops_at = n_tensors * F.TENSOR_SIZE
         self.ops = []
-        for i in range(n_ops):
-            code, count, at = struct.unpack_from(F.OP_FMT, self.body, ops_at + i * F.OP_SIZE)
-            values = [int(v) for v in _i32(self.body, at, count)]
-            names = F.FIELDS[code]
-            self.ops.append((code, dict(zip(names, values, strict=False)), values[len(names) :]))
+        for _, code, values in F.ops(self.body, h):
+            names = F.fields(code)
+            named = dict(zip(names, values, strict=False))
+            self.ops.append((code, named, list(values[len(names) :])))
 
     def run(self, x: np.ndarray) -> np.ndarray:
         arena = np.zeros(self.arena_size, np.int64)
-        t_in, t_out = self.tensors[self.header[9]], self.tensors[self.header[10]]
+        t_in, t_out = self.tensors[self.header.input_index], self.tensors[self.header.output_index]
         arena[t_in[0] : t_in[0] + t_in[1]] = np.asarray(x, np.int64).reshape(-1)
         for code, p, extra in self.ops:
             getattr(self, "_" + F.NAMES[code].lower())(arena, p, extra)

@@ -170,6 +170,6 @@ def test_board_tiers_get_the_compiled_form(digits_build):
         assert ("compiled" in t["files"]) == on_board, name
         if on_board:
             data = (digits_build.out / t["files"]["compiled"]).read_bytes()
-            header = mformat.unpack_header(data)
+            header = mformat.read_header(data)
             assert len(data) == t["compiled_bytes"]
-            assert header[6] == t["arena_bytes"]  # arena size field
+            assert header.arena_size == t["arena_bytes"]

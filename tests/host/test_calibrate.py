@@ -11,7 +11,7 @@ import pytest
 from edgeladder import cli
 from edgeladder.policy import config as ladderconfig
 from edgeladder.policy import replay as cascade_eval
-from edgeladder.policy.calibrate import metrics, scores, sweep, temperature
+from edgeladder.policy.calibrate import bounds, metrics, scores, sweep, temperature
 
 # -- metrics, with numbers a person can check
 
@@ -51,10 +51,113 @@ def test_temperature_fit_recovers_a_known_temperature():
     assert after < 0.02 < metrics.ece(metrics.softmax(z).max(axis=1), ok)
 
 
+# -- the error-rate bound and the pessimistic temperature, by hand
+
+
+def test_binomial_cdf_by_hand():
+    # 4 fair coins, at most 1 head: (1 + 4) / 16
+    assert bounds.binomial_cdf(1, 4, 0.5) == pytest.approx(5 / 16)
+    assert bounds.binomial_cdf(0, 3, 0.1) == pytest.approx(0.9**3)
+    assert bounds.binomial_cdf(4, 4, 0.3) == pytest.approx(1.0)
+    # large n stays finite: the mean is 10, at most 10 is a bit over half
+    assert 0.5 < bounds.binomial_cdf(10, 10_000, 0.001) < 0.6
+
+
+def test_error_rate_upper_bound_closed_forms():
+    # no errors: (1 - p)^n = 1 - c, so p = 1 - (1 - c)^(1/n)
+    assert bounds.error_rate_upper(0, 10, 0.9) == pytest.approx(1 - 0.1**0.1)  # 0.206
+    assert bounds.error_rate_upper(0, 10, 0.9) == pytest.approx(0.2057, abs=1e-4)
+    assert bounds.error_rate_upper(0, 269, 0.9) == pytest.approx(0.00852, abs=1e-5)
+    # 1 error in 2: P(X <= 1) = 1 - p^2 = 1 - c; at c = 0.81, p = 0.9 (found by bisection)
+    assert bounds.error_rate_upper(1, 2, 0.81) == pytest.approx(0.9, abs=1e-9)
+    # 1 error in 10 at 90%: the defining equation holds at the bound
+    hi = bounds.error_rate_upper(1, 10, 0.9)
+    assert (1 - hi) ** 10 + 10 * hi * (1 - hi) ** 9 == pytest.approx(0.1, abs=1e-9)
+    assert hi == pytest.approx(0.3368, abs=1e-4)
+    # more evidence, tighter; more errors or more confidence, looser; all errors: 1
+    assert bounds.error_rate_upper(2, 2690) < bounds.error_rate_upper(2, 269)
+    assert bounds.error_rate_upper(2, 269) < bounds.error_rate_upper(3, 269)
+    assert bounds.error_rate_upper(2, 269, 0.8) < bounds.error_rate_upper(2, 269, 0.95)
+    assert bounds.error_rate_upper(5, 5) == 1.0 and bounds.error_rate_upper(0, 0) == 1.0
+    with pytest.raises(ValueError):
+        bounds.error_rate_upper(1, 10, 1.0)
+
+
+def test_pessimistic_temperature_by_hand():
+    # two classes, logits (ln 9, 0): p(answer) = 9 / (9 + 1) = 0.9 at T = 1, an error of 0.1.
+    # An error of 0.25 needs e^(ln 9 / T) = 3: T = ln 9 / ln 3 = 2.
+    z, answers = np.array([[math.log(9), 0.0]]), np.array([0])
+    assert bounds.mean_error(z, answers, 1.0) == pytest.approx(0.1)
+    t = bounds.pessimistic_temperature(z, answers, 0.25, fitted=1.0)
+    assert t == pytest.approx(2.0, rel=1e-9)
+    assert bounds.answer_probability(z, answers, t)[0] == pytest.approx(0.75)
+    # the fitted T already expects more errors than the bound: kept
+    assert bounds.pessimistic_temperature(z, answers, 0.05, fitted=1.0) == 1.0
+    # worse than a coin: no temperature expects it, the search's ceiling
+    assert bounds.pessimistic_temperature(z, answers, 0.6, fitted=1.0) == bounds.T_LIMIT
+
+
+def test_sweep_counts_the_pessimistic_probabilities_of_the_kept_inputs():
+    # a board stage and a last stage. Board confidences 10, 20, 30, 40 (Q16); the board is
+    # always right on the split, the last stage wrong on input 3.
+    conf = np.array([[10, 0], [20, 0], [30, 0], [40, 0]])
+    correct = np.array([[1, 1], [1, 1], [1, 1], [1, 0]], bool)
+    bound = np.array([[0.5, 1], [0.9, 1], [0.99, 1], [1.0, 0]])
+    sw = sweep.sweep(conf, correct, [0.0, 1.0], bound=bound)
+    at = {int(t): k for k, t in enumerate(sw.thresholds[:, 0])}
+    # threshold 30: inputs 0 and 1 climb (the last stage gets both right), 2 and 3 stay:
+    # (1 + 1 + 0.99 + 1.0) / 4
+    assert sw.bound_accuracy[at[30]] == pytest.approx((1 + 1 + 0.99 + 1) / 4)
+    assert sw.accuracy[at[30]] == 1.0 and sw.escalation[at[30]] == 0.5
+    # nothing climbs: (0.5 + 0.9 + 0.99 + 1.0) / 4; everything: the last stage's outcomes
+    assert sw.bound_accuracy[at[0]] == pytest.approx(3.39 / 4)
+    assert sw.bound_accuracy[at[65536]] == pytest.approx(3 / 4)
+    assert sw.expected_accuracy is None
+
+
+def test_a_split_without_errors_is_no_licence_never_to_escalate():
+    # 10 inputs, two classes, the board right on all of them with logit margins 1..10 (T = 1),
+    # the last stage right on all. By the outcomes "never escalate" meets any target; the bound
+    # says that 0 errors in 10 still allow 20.6% at 90% confidence, so the board must escalate.
+    margins = np.arange(1, 11, dtype=float)
+    z = np.column_stack([margins, np.zeros(10)])
+    answers = np.zeros(10, np.int64)
+    rate = bounds.error_rate_upper(0, 10, 0.9)
+    t_hi = bounds.pessimistic_temperature(z, answers, rate, fitted=1.0)
+    assert t_hi > 1.0
+    assert bounds.mean_error(z, answers, t_hi) == pytest.approx(rate, abs=1e-9)
+    conf = np.column_stack([np.round(65536 / (1 + np.exp(-margins))), np.zeros(10)])
+    correct = np.ones((10, 2), bool)
+    p_fit = bounds.answer_probability(z, answers, 1.0)
+    p_hi = bounds.answer_probability(z, answers, t_hi)
+    last = np.ones(10)
+    sw = sweep.sweep(
+        conf,
+        correct,
+        [0.0, 1.0],
+        expected=np.column_stack([p_fit, last]),
+        bound=np.column_stack([p_hi, last]),
+    )
+    target = 1.0 - 0.003
+    assert sw.escalation[sweep.choose_for_accuracy(sw, target, robust=False).index] == 0.0
+    # 0.3 points cannot be promised from 10 inputs: everything climbs (the safe side)
+    choice = sweep.choose_for_accuracy(sw, target)
+    assert choice.rules["bound"] and choice.robust
+    assert sw.escalation[choice.index] == 1.0
+    # a looser target, 10 points: the 3 least sure climb. Kept: margins 4..10 at T = t_hi,
+    # (3 + sum of their p_hi) / 10 >= 0.9, while keeping margin 3 too falls short
+    loose = sweep.choose_for_accuracy(sw, 0.9)
+    assert sw.escalation[loose.index] == pytest.approx(0.3)
+    assert (3 + p_hi[3:].sum()) / 10 >= 0.9 > (2 + p_hi[2:].sum()) / 10
+    # without the bound, the plateau and the calibrated estimate keep 7 of 10 at 0.3 points
+    sw.bound_accuracy = None
+    assert sw.escalation[sweep.choose_for_accuracy(sw, target).index] == pytest.approx(0.3)
+
+
 # -- the choice rules on hand-made sweeps
 
 
-def _sweep(acc, esc, expected=None, gateway=None) -> sweep.Sweep:
+def _sweep(acc, esc, expected=None, gateway=None, bound=None) -> sweep.Sweep:
     n = len(acc)
     gw = np.zeros(n, np.int64) if gateway is None else np.asarray(gateway)
     return sweep.Sweep(
@@ -66,6 +169,7 @@ def _sweep(acc, esc, expected=None, gateway=None) -> sweep.Sweep:
         errors=np.zeros(n, np.int64),
         n=100,
         expected_accuracy=None if expected is None else np.asarray(expected, float),
+        bound_accuracy=None if bound is None else np.asarray(bound, float),
     )
 
 
@@ -86,9 +190,30 @@ def test_choice_needs_the_calibrated_estimate_to_meet_the_target():
     expected = [0.980, 0.986, 0.991, 0.995]  # the probabilities expect errors on kept inputs
     choice = sweep.choose_for_accuracy(_sweep(acc, esc, expected), 0.99)
     assert choice.index == 2 and choice.rules["calibrated"]
-    # nothing passes the calibrated rule: the plain cheapest, and the choice says so
+    # nothing passes the calibrated rule, and all estimates tie: the cheapest, and it says so
     plain = sweep.choose_for_accuracy(_sweep(acc, esc, [0.9] * 4), 0.99)
     assert plain.index == 0 and not plain.robust and "note" in plain.rules
+
+
+def test_choice_needs_the_bound_to_meet_the_target_and_falls_back_to_the_safe_side():
+    acc = [0.99, 0.99, 0.99, 0.99]
+    esc = [0.05, 0.10, 0.15, 0.20]
+    expected = [0.992, 0.994, 0.996, 0.998]  # the point estimate is happy everywhere
+    bound = [0.980, 0.986, 0.991, 0.995]  # as many errors as the split allows: from 0.15 on
+    choice = sweep.choose_for_accuracy(_sweep(acc, esc, expected, bound=bound), 0.99)
+    assert choice.index == 2 and choice.robust
+    assert choice.rules["bound"] and choice.rules["calibrated"] and choice.rules["plateau"]
+    # the bound never reaches the target: not the cheapest point but the one with the highest
+    # bound (0.15, not 0.05), and the choice says so
+    low = [0.970, 0.985, 0.989, 0.975]
+    safe = sweep.choose_for_accuracy(_sweep(acc, esc, expected, bound=low), 0.99)
+    assert safe.index == 2 and not safe.robust and not safe.rules["bound"]
+    assert "highest bound" in safe.rules["note"]
+    # --no-robust: the cheapest that meets, whatever the bound says
+    assert (
+        sweep.choose_for_accuracy(_sweep(acc, esc, expected, bound=low), 0.99, robust=False).index
+        == 0
+    )
 
 
 def test_max_escalation_takes_the_most_accurate_then_the_least_escalation():
@@ -129,6 +254,23 @@ def test_calibrate_the_digits_build(digits_build, tmp_path, capsys):
     assert walk.escalation_rate == pytest.approx(report["chosen"]["escalation"])
     assert report["target"]["accuracy"] == pytest.approx(large - 0.003)
 
+    # the evidence: per stage the bound on its error rate at 90%, and a temperature at least
+    # as high as the fitted one that expects that many errors
+    for s in report["stages"]:
+        b = s["bound"]
+        assert (b["errors"], b["inputs"], b["confidence"]) == (s["errors"], len(y), 0.9)
+        assert b["error_rate_upper"] == pytest.approx(bounds.error_rate_upper(s["errors"], len(y)))
+        assert b["error_rate_upper"] > s["errors"] / len(y) and b["temperature"] >= s["temperature"]
+    chosen = report["chosen"]
+    assert chosen["robust"] and chosen["rules"]["bound"]
+    assert chosen["bound_accuracy"] >= report["target"]["accuracy"] - 1e-12
+    assert chosen["bound_accuracy"] <= chosen["expected_accuracy"]
+    ev = chosen["evidence"]
+    kept = np.asarray(walk.source) == "edge"
+    assert ev["inputs"] == len(y) and ev["kept"] == int(kept.sum())
+    assert ev["kept_errors"] == int(np.sum((stages[0].predictions != y) & kept))
+    assert 0 <= ev["kept_expected_errors"] <= ev["kept_bound_errors"]
+
     # the figures: a temperature, ECE before and after, an AUROC per measure, per stage
     for s, st in zip(report["stages"], cfg.stages, strict=True):
         assert s["temperature"] > 0 and st.temperature == s["temperature"]
@@ -161,6 +303,8 @@ def test_calibrate_for_a_maximum_escalation(digits_build, tmp_path, capsys):
     assert rc == 0, err
     assert "escalation <= 5.0%" in stdout  # the rich summary
     report = json.loads((tmp_path / "calibration.json").read_text())
+    bound = report["stages"][0]["bound"]["error_rate_upper"]
+    assert "evidence:" in stdout and f"{bound:.2%}" in stdout  # the board's error bound
     assert report["chosen"]["escalation"] <= 0.05
     assert {s.measure for s in ladderconfig.load(out).stages} == {"max"}
     # the most accurate point within the budget: no sweep point there does better
@@ -170,9 +314,26 @@ def test_calibrate_for_a_maximum_escalation(digits_build, tmp_path, capsys):
     assert not (tmp_path / "calibration.png").exists()
 
 
+def test_more_confidence_never_escalates_less(digits_build, tmp_path, capsys):
+    esc = []
+    for c in ("0.5", "0.9", "0.99"):
+        out = tmp_path / c / "ladder.json"
+        rc, _, err = _calibrate(
+            capsys, str(digits_build.out), "-o", str(out), "--no-plot", "--confidence", c
+        )
+        assert rc == 0, err
+        report = json.loads(out.with_name("calibration.json").read_text())
+        assert report["stages"][0]["bound"]["confidence"] == float(c)
+        esc.append(report["chosen"]["escalation"])
+    assert esc == sorted(esc)
+
+
 def test_calibrate_bad_input_is_one_line(digits_build, tmp_path, capsys):
     build = str(digits_build.out)
-    rc, _, err = _calibrate(capsys, str(tmp_path / "nothing"))
+    rc, _, err = _calibrate(capsys, str(tmp_path / "nothing"))  # a path: named as given
+    assert rc == 1 and err.startswith(f"error: {tmp_path / 'nothing'}: no such folder")
+    assert err.count("\n") == 1
+    rc, _, err = _calibrate(capsys, "nothing")  # a task name: looked up as build/nothing
     assert rc == 1 and err.startswith("error: no build of 'nothing'") and err.count("\n") == 1
     rc, _, err = _calibrate(capsys, build, "--split", "test", "-o", str(tmp_path / "l.json"))
     assert rc == 1 and "cannot calibrate on split 'test'" in err and err.count("\n") == 1
@@ -181,6 +342,9 @@ def test_calibrate_bad_input_is_one_line(digits_build, tmp_path, capsys):
     rc, _, err = _calibrate(capsys, *argv)
     assert rc == 1 and "no threshold setting reaches accuracy" in err and "best reachable" in err
     assert err.count("\n") == 1 and not (tmp_path / "l.json").exists()
+    rc, _, err = _calibrate(capsys, build, "--confidence", "1", "-o", str(tmp_path / "l.json"))
+    assert rc == 1 and "--confidence 1.0 must be strictly between 0 and 1" in err
+    assert err.count("\n") == 1
     rc, _, err = _calibrate(capsys, *argv, "--best-effort")
     assert rc == 0, err
     assert ladderconfig.load(tmp_path / "l.json").stages[0].where == "edge"

@@ -99,19 +99,18 @@ def test_build_needs_task_or_dataset(capsys, tmp_path, both):
 # --- inspect and convert ------------------------------------------------------------------
 
 
-def test_inspect_missing_file(capsys, tmp_path):
-    model = tmp_path / "missing.tflite"
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(None, "not found"), (b"noise", "not a TFLite model")],
+    ids=["missing", "noise"],
+)
+def test_inspect_bad_file(capsys, tmp_path, content, says):
+    model = tmp_path / "model.tflite"
+    if content is not None:
+        model.write_bytes(np.random.default_rng(2).bytes(256))
     code, out, err = _run(capsys, "inspect", model)
     assert code == 1 and out == ""
-    _one_error(err, model, "not found")
-
-
-def test_inspect_corrupt_file(capsys, tmp_path):
-    model = tmp_path / "noise.tflite"
-    model.write_bytes(np.random.default_rng(2).bytes(256))
-    code, out, err = _run(capsys, "inspect", model)
-    assert code == 1 and out == ""
-    _one_error(err, model, "not a TFLite model")
+    _one_error(err, model, says)
 
 
 def test_convert_random_bytes_writes_nothing(capsys, tmp_path):
@@ -122,6 +121,72 @@ def test_convert_random_bytes_writes_nothing(capsys, tmp_path):
     assert code == 1 and out == ""
     _one_error(err, model)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["noise.tflite"]
+
+
+# --- a dataset whose values float32 training cannot take ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("x", "says"),
+    [
+        (
+            np.full((30, 4), 1e39),
+            "x contains values beyond float32's range, which training uses (|v| > 3.4e+38): 120 of",
+        ),
+        (np.where(np.eye(30, 4) > 0, np.inf, 0.0), "x contains NaN or infinite values: 4 of 120"),
+        (np.where(np.eye(30, 4) > 0, np.nan, 0.0), "x contains NaN or infinite values: 4"),
+        (np.full((30, 4), -3.5e38), "beyond float32's range"),
+    ],
+    ids=["1e39", "inf", "nan", "-3.5e38"],
+)
+def test_build_refuses_values_beyond_float32_up_front(capsys, tmp_path, x, says):
+    data = _npz(tmp_path / "big.npz", x=x, y=np.arange(30) % 3)
+    _one_error(_build_fails(capsys, tmp_path, "--dataset", data), data, says)
+
+
+def test_build_refuses_data_that_overflows_after_normalization(tmp_path):
+    """Values that fit float32 but overflow training: the std, or raw values, too large."""
+    from edgeladder.build.dataset import check_normalized, normalize_stats, split_dataset
+    from edgeladder.build.dataset import load_dataset as load
+    from edgeladder.build.pipeline import _normalized
+    from edgeladder.errors import DatasetError
+
+    x = (np.random.default_rng(0).normal(size=(60, 4)) * 1e37).astype(np.float32)
+    path = _npz(tmp_path / "huge.npz", x=x, y=np.arange(60) % 2)
+    split = split_dataset(load(path), seed=0, validation=0.2, test=0.2)
+    cases = [("standard", "scale is not finite in 4 channel"), ("none", "beyond ±1e\\+12")]
+    for mode, says in [*cases, ("minmax", None)]:
+        off, sc = normalize_stats(split.x_train, mode)
+        norm = _normalized(split, off, sc)
+        if says is None:  # [0, 1]: trainable
+            check_normalized(norm, off, sc, mode, path)
+            continue
+        with pytest.raises(DatasetError, match=f"huge.npz: .*{mode!r} normalization.*{says}"):
+            check_normalized(norm, off, sc, mode, path)
+
+
+# --- calibrate on a folder that is not a build ----------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", ["{p}", "./{p}", "{p}/", "{abs}"])
+def test_calibrate_names_the_folder_given(capsys, tmp_path, monkeypatch, spelling):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notabuild").mkdir()
+    arg = spelling.format(p="notabuild", abs=tmp_path / "notabuild")
+    code, _, err = _run(capsys, "calibrate", arg)
+    assert code == 1
+    line = _one_error(err, "notabuild", "neither a build", "edgeladder build")
+    assert "build/notabuild" not in line  # a path the user never gave
+
+
+@pytest.mark.parametrize("arg", ["missing/x", "afile"])
+def test_calibrate_on_a_path_that_is_no_folder(capsys, tmp_path, monkeypatch, arg):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    code, _, err = _run(capsys, "calibrate", arg)
+    assert code == 1
+    line = _one_error(err, arg, "edgeladder build")
+    assert f"build/{Path(arg).name}" not in line
 
 
 # --- help ---------------------------------------------------------------------------------

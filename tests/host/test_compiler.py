@@ -23,7 +23,7 @@ import pytest
 from edgeladder.cli import main
 from edgeladder.errors import ModelFileError
 from edgeladder.model.compiler import CompileError, compile_model, planner, write_compiled
-from edgeladder.model.compiler.fmt import mformat
+from edgeladder.model.compiler.fmt import mformat, opsize
 from edgeladder.model.compiler.ops import lut, softmax
 from edgeladder.model.fixedpoint import exp_on_negative_values
 from edgeladder.model.tflite.reader import read_model
@@ -91,21 +91,22 @@ def digits_tiers(request) -> list[Path]:
 
 
 def _check_file(compiled) -> None:
-    h = mformat.unpack_header(compiled.data)
-    body = compiled.data[mformat.HEADER_SIZE :]
-    assert h[0] == mformat.MAGIC and h[1] == mformat.VERSION
-    assert (h[3], h[4]) == (compiled.model_id, compiled.model_version)
-    assert h[5] == len(body) and h[6] == compiled.arena_size
-    assert h[8] == len(compiled.ops)
-    assert h[15] == hashlib.sha256(body).digest()
-    assert (h[12], h[14]) == (compiled.input.zero_point, compiled.output.zero_point)
-    assert h[11] == pytest.approx(compiled.input.scale, rel=1e-7)
-    # Every op's params and every constant lies inside the body, 4-aligned.
-    ops_at = h[7] * mformat.TENSOR_SIZE
-    for i in range(h[8]):
-        code, n, at = struct.unpack_from(mformat.OP_FMT, body, ops_at + i * mformat.OP_SIZE)
-        assert code in mformat.FIELDS and n >= len(mformat.FIELDS[code])
-        assert at % 4 == 0 and at + 4 * n <= len(body)
+    data = compiled.data
+    h = mformat.read_header(data)
+    body = data[mformat.HEADER_SIZE :]
+    assert data[:4] == mformat.MAGIC and struct.unpack_from("<H", data, 4)[0] == mformat.VERSION
+    assert (h.model_id, h.model_version) == (compiled.model_id, compiled.model_version)
+    assert h.body_size == len(body) and h.arena_size == compiled.arena_size
+    assert h.n_ops == len(compiled.ops)
+    # The sha256 covers every byte after itself: the rest of the header and the body.
+    assert h.digest == hashlib.sha256(data[mformat.HASHED_FROM :]).digest()
+    assert data[mformat.HASHED_FROM - 32 : mformat.HASHED_FROM] == h.digest
+    assert (h.in_zp, h.out_zp) == (compiled.input.zero_point, compiled.output.zero_point)
+    assert h.in_scale == pytest.approx(compiled.input.scale, rel=1e-7)
+    # Every op's params (4-aligned) and every constant it reads lie inside the body: the
+    # board's own load-time check (ladder.opsize.Plan, whose ops() walks mformat.ops) accepts it.
+    ops = list(opsize.Plan(data).ops())
+    assert [mformat.NAMES[op] for op, _ in ops] == [name for name, _ in compiled.ops]
     # The plan: no two buffers alive together share a byte, and it is no larger than the sum.
     assert planner.conflicts(compiled.buffers) == []
     assert compiled.arena_size <= sum((b.size + 3) // 4 * 4 for b in compiled.buffers)
@@ -154,9 +155,10 @@ def test_compile_from_bytes_equals_from_path(digits_tiers):
     b = compile_model(path.read_bytes())
     assert a.data == b.data
     c = compile_model(path, model_id=7, model_version=3)
-    h = mformat.unpack_header(c.data)
-    assert (h[3], h[4]) == (7, 3)
+    h = mformat.read_header(c.data)
+    assert (h.model_id, h.model_version) == (7, 3)
     assert c.data[mformat.HEADER_SIZE :] == a.data[mformat.HEADER_SIZE :]
+    assert c.sha256 != a.sha256  # the header's own fields are hashed too
 
 
 # --- one model per op and option ---------------------------------------------------------------
@@ -316,7 +318,7 @@ def test_cli_compile_default_output_and_json(digits_tiers, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     data = (tmp_path / "x.ldr").read_bytes()
     assert summary["file_bytes"] == len(data)
-    assert summary["sha256"] == hashlib.sha256(data[mformat.HEADER_SIZE :]).hexdigest()
+    assert summary["sha256"] == hashlib.sha256(data[mformat.HASHED_FROM :]).hexdigest()
 
 
 def test_cli_compile_bad_model_is_one_line_error(tmp_path, capsys):

@@ -220,14 +220,12 @@ def test_unknown_normalization():
 # --- bad files ----------------------------------------------------------------------------
 
 
-def test_missing_file(tmp_path):
-    _fails(tmp_path / "nope.npz", "not found")
-
-
-def test_directory(tmp_path):
-    folder = tmp_path / "folder.npz"
-    folder.mkdir()
-    _fails(folder, "is a folder")
+@pytest.mark.parametrize(("folder", "says"), [(False, "not found"), (True, "is a folder")])
+def test_no_file_there(tmp_path, folder, says):
+    path = tmp_path / "data.npz"
+    if folder:
+        path.mkdir()
+    _fails(path, says)
 
 
 def test_random_bytes(tmp_path):

@@ -17,7 +17,8 @@ import pytest
 import tflite_models
 
 from edgeladder.boards import registry as boards
-from edgeladder.boards.select import HardwareError, fit, select_hardware
+from edgeladder.boards.fit import fit
+from edgeladder.boards.select import HardwareError, select_hardware
 from edgeladder.cli import main
 from edgeladder.errors import ModelFileError
 
@@ -352,3 +353,23 @@ def test_fit_corrupt_or_missing_model(capsys, tmp_path):
     missing = tmp_path / "missing.tflite"
     code, _, err = _run(capsys, "fit", missing, "--board", "esp32")
     assert (code, err) == (1, f"error: {missing}: not found\n")
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "reason"),
+    [
+        (lambda d: b"XXXX" + d[4:], "bad magic"),  # was "not a TFLite model"
+        (lambda d: d[:52] + bytes([d[52] ^ 0x40]) + d[53:], "sha256 mismatch"),  # arena size
+        (lambda d: d[:-100], "truncated"),
+        (lambda d: d[:30], "too short"),
+    ],
+)
+def test_fit_on_a_corrupt_ldr_says_what_is_wrong(capsys, tmp_path, corrupt, reason):
+    from edgeladder.model.compiler import compile_model
+
+    bad = tmp_path / "tiny.ldr"
+    bad.write_bytes(corrupt(compile_model(_tiny_tflite()).data))
+    code, out, err = _run(capsys, "fit", bad, "--board", "esp32")
+    assert (code, out) == (1, "") and err.count("\n") == 1, err
+    assert err.startswith(f"error: {bad}: corrupt or invalid board model (.ldr)"), err
+    assert reason in err and "TFLite" not in err and "does NOT fit" not in err

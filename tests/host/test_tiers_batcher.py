@@ -1,4 +1,4 @@
-"""tiers.batcher: micro-batches form up to max_batch or max_delay, a full queue refuses at once,
+"""serve.batcher: micro-batches form up to max_batch or max_delay, a full queue refuses at once,
 requests past their deadline are expired instead of run. A fake process() stands in for the
 model (the batcher does not know what it batches)."""
 
@@ -83,11 +83,17 @@ def test_a_backlog_forms_batches_of_max_batch(make):
     assert rec.batches == [[0], [1, 2, 3, 4], [5, 6, 7, 8], [9, 10]]
 
 
-def test_a_lone_request_waits_at_most_max_delay_for_company(make):
+def _one_submitted(make, **kw) -> tuple[Recorder, Batcher, float]:
+    """A batcher with a recorder, and request 0 submitted now (at the time returned)."""
     rec = Recorder()
-    b = make(rec, max_batch=16, max_delay_s=0.08, capacity=64)
+    b = make(rec, **kw)
     t0 = time.monotonic()
     b.submit(Req(0, arrival=t0))
+    return rec, b, t0
+
+
+def test_a_lone_request_waits_at_most_max_delay_for_company(make):
+    rec, b, t0 = _one_submitted(make, max_batch=16, max_delay_s=0.08, capacity=64)
     time.sleep(0.02)
     b.submit(Req(1))  # within the first one's delay: same batch
     rec.wait_total(2)
@@ -101,10 +107,7 @@ def test_a_lone_request_waits_at_most_max_delay_for_company(make):
 
 
 def test_max_batch_one_never_waits(make):
-    rec = Recorder()
-    b = make(rec, max_batch=1, max_delay_s=1.0, capacity=8)
-    t0 = time.monotonic()
-    b.submit(Req(0, arrival=t0))
+    rec, _, t0 = _one_submitted(make, max_batch=1, max_delay_s=1.0, capacity=8)
     rec.wait_total(1)
     assert rec.times[0] - t0 < 0.2  # not the 1 s delay: a full batch closes at once
 

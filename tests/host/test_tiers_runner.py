@@ -11,11 +11,12 @@ import sys
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
-from tiers_fixtures import TIERS, digits_inputs, tflite
 
 from edgeladder.model.litert import Int8Runner
 from edgeladder.model.tflite.reader import read_model
 from edgeladder.serve.runner import BatchRunner, batch_patch, buckets_for
+from edgeladder_sim.fixtures.ladder import TIERS, digits_inputs
+from edgeladder_sim.fixtures.ladder import tflite_path as tflite
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,8 @@ def test_serving_never_imports_tensorflow(digits_build):
     # A Pi installs edgeladder[serve] without TensorFlow: the whole serve path must run so.
     code = (
         "import sys\n"
-        "import edgeladder.commands.serve, edgeladder.serve.server, edgeladder.serve.http\n"
+        "import edgeladder.commands.serve, edgeladder.serve.app, edgeladder.serve.stage\n"
+        "import edgeladder.serve.http, edgeladder.serve.process\n"
         "import edgeladder.serve.reload, edgeladder.serve.links.mqtt\n"
         "import edgeladder.serve.links.serial\n"
         "from edgeladder.serve.runner import BatchRunner\n"

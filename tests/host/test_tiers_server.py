@@ -1,10 +1,12 @@
-"""tiers.server on the real digits tiers, in-process: answers are LiteRT's argmax with the
-board's gate confidence; unsure answers climb to the next tier (and the cloud answers them);
-every kind of bad input is counted by reason and dropped, never a crash; queue, deadline,
+"""The stage core (serve.stage) behind its MQTT link, on the real digits tiers, in-process:
+answers are LiteRT's argmax with the board's gate confidence; unsure answers climb to the next
+tier (and the cloud answers them); every kind of bad input is counted by reason and dropped,
+never a crash, and a device id in any spelling but its one is never served; queue, deadline,
 shutdown, hot reload, health and metrics.
 
-The MQTT link is replaced by a recorder of what the tier publishes (the real broker path is
-tests/sim/test_serve_mqtt.py); the model, the gate and the wire codec are the real ones.
+The MQTT link's paho session is replaced by a recorder of what the tier publishes (the real
+broker path is tests/sim/test_serve_mqtt.py); the link, the model, the gate, the topics and the
+wire codec are the real ones.
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ import urllib.request
 
 import numpy as np
 import pytest
-from tiers_fixtures import FLEET, digits_inputs, escalate_bytes, make_ladder, tflite
+from wire_corpus import BAD_ID_SPELLINGS
 
 from edgeladder.errors import EdgeladderError
 from edgeladder.model.litert import Int8Runner
 from edgeladder.policy import config as ladderconfig
 from edgeladder.serve.http import HttpServer
+from edgeladder.serve.links.mqtt import MqttLink
 from edgeladder.serve.reload import Reloader
 from edgeladder.serve.runner import BatchRunner
-from edgeladder.serve.server import TierServer
-from ladder import gate, wire
+from edgeladder.serve.stage import StageCore
+from edgeladder_sim.fixtures.ladder import FLEET, digits_inputs, escalate_bytes, write_ladder
+from edgeladder_sim.fixtures.ladder import tflite_path as tflite
+from ladder import gate, topics, wire
 
 
 class FakeMqtt:
@@ -60,6 +65,26 @@ class FakeMqtt:
             return [p for t, p, _ in self.sent if t.endswith(suffix)]
 
 
+class Served:
+    """A stage core behind a real MqttLink whose session is a FakeMqtt: ``on_mqtt`` is what
+    paho would deliver, ``mqtt`` what the tier published; the rest is the core's."""
+
+    def __init__(self, core: StageCore, **link) -> None:
+        self.core = core
+        self.link = core.attach(MqttLink(core, fleet=FLEET, session=FakeMqtt(), **link))
+        self.mqtt = self.link.session
+
+    def on_mqtt(self, topic: str, payload: bytes) -> None:
+        self.link.on_message(topic, payload)
+
+    def start(self) -> Served:
+        self.core.start()
+        return self
+
+    def __getattr__(self, name: str):
+        return getattr(self.core, name)
+
+
 @pytest.fixture(scope="module")
 def data(digits_build):
     x, y = digits_inputs(digits_build.out, 120)
@@ -69,19 +94,18 @@ def data(digits_build):
 @pytest.fixture
 def ladder(data, tmp_path):
     def make(**kw):
-        return ladderconfig.load(make_ladder(data[0], tmp_path / "ladder", **kw))
+        return ladderconfig.load(write_ladder(data[0], tmp_path / "ladder", **kw))
 
     return make
 
 
 @pytest.fixture
 def make_server(data):
-    made: list[TierServer] = []
+    made: list[Served] = []
 
-    def make(cfg, stage="medium", *, runner=None, start=True, **kw) -> TierServer:
+    def make(cfg, stage="medium", *, runner=None, start=True, **kw) -> Served:
         runner = runner or BatchRunner.load(tflite(data[0], stage), kw.get("max_batch", 16))
-        s = TierServer(cfg, stage, runner, fleet=FLEET, **kw)
-        s.mqtt = FakeMqtt()
+        s = Served(StageCore(cfg, stage, runner, **kw))
         made.append(s)
         return s.start() if start else s
 
@@ -91,13 +115,13 @@ def make_server(data):
 
 
 def esc_topic(device: int) -> str:
-    return wire.device_topic(FLEET, device, wire.UP, "esc")
+    return topics.device_topic(FLEET, device, topics.UP, "esc")
 
 
-def hello(server: TierServer, device: int) -> None:
+def hello(server: Served, device: int) -> None:
     buf = bytearray(64)
     n = wire.pack_hello(buf, device, 1, server.config.model_version, (0, 1, 0), 3, 1000)
-    server.on_mqtt(wire.device_topic(FLEET, device, wire.UP, "hello"), bytes(buf[:n]))
+    server.on_mqtt(topics.device_topic(FLEET, device, topics.UP, "hello"), bytes(buf[:n]))
 
 
 def result(payload: bytes):
@@ -143,7 +167,7 @@ def test_unsure_answers_climb_to_the_next_tier_and_the_cloud_answers(make_server
     cloud = make_server(cfg, "large", queue=len(x))
     hello(gw, 9)
     hello(cloud, 9)
-    gw.on_mqtt(wire.tier_topic(FLEET, "cloud", "status"), b"online")
+    gw.on_mqtt(topics.tier_topic(FLEET, "cloud", "status"), b"online")
     for i in range(len(x)):
         gw.on_mqtt(esc_topic(9), escalate_bytes(9, 1 + i, x[i].tobytes(), cfg.model_version))
     gw.mqtt.wait(len(x))
@@ -161,7 +185,7 @@ def test_unsure_answers_climb_to_the_next_tier_and_the_cloud_answers(make_server
         assert 30 < left <= 300
         assert msg[at : at + n] == x[i].tobytes()
         # the cloud answers it, straight to the board: same device, ref = the board's seq
-        cloud.on_mqtt(wire.tier_topic(FLEET, "cloud", "in"), msg)
+        cloud.on_mqtt(topics.tier_topic(FLEET, "cloud", "in"), msg)
     answers = cloud.mqtt.wait(len(forwarded))
     large = Int8Runner.from_bytes(tflite(build, "large").read_bytes())
     want = large.run_int8(x).argmax(axis=1)
@@ -179,10 +203,10 @@ def test_no_forward_when_the_next_tier_is_offline_or_too_far(make_server, ladder
     cfg = ladder(thresholds={"medium": 65536}, rtt_ms={"large": 50})  # never sure: always climb
     s = make_server(cfg)
     hello(s, 3)
-    s.on_mqtt(wire.tier_topic(FLEET, "cloud", "status"), b"offline")
+    s.on_mqtt(topics.tier_topic(FLEET, "cloud", "status"), b"offline")
     s.on_mqtt(esc_topic(3), escalate_bytes(3, 1, x[0].tobytes(), cfg.model_version))
     s.mqtt.wait(1)
-    s.on_mqtt(wire.tier_topic(FLEET, "cloud", "status"), b"online")
+    s.on_mqtt(topics.tier_topic(FLEET, "cloud", "status"), b"online")
     s.on_mqtt(esc_topic(3), escalate_bytes(3, 2, x[1].tobytes(), cfg.model_version))
     s.on_mqtt(
         esc_topic(3), escalate_bytes(3, 3, x[2].tobytes(), cfg.model_version, deadline_ms=40)
@@ -229,16 +253,42 @@ def test_every_bad_input_is_counted_by_reason_and_dropped(make_server, ladder, d
             ref, got, _ = wire.unpack_reject(msg)
             assert topic_out.endswith("/down/rej") and qos == 1
             assert (got, ref) == (reason, wire.header(payload)[2]), outcome
-    # a duplicate (same device and seq) is answered once
+    # a duplicate (same device and seq) is answered once (count before sending: the worker
+    # may answer before the wait starts)
+    n_sent = len(s.mqtt.sent)
     s.on_mqtt(esc_topic(2), escalate_bytes(2, 50, good, mv))
     s.on_mqtt(esc_topic(2), escalate_bytes(2, 50, good, mv))
-    s.mqtt.wait(len(s.mqtt.sent) + 1)
+    s.mqtt.wait(n_sent + 1)
     assert s.metrics.value("dropped_duplicate") == 1
     # and the tier still answers good requests
+    n_sent = len(s.mqtt.sent)
     s.on_mqtt(esc_topic(1), escalate_bytes(1, 60, good, mv))
-    sent = s.mqtt.wait(len(s.mqtt.sent) + 1)
+    sent = s.mqtt.wait(n_sent + 1)
     assert result(sent[-1][1])[0] == 60
     assert s.metrics.value("answered") == 2
+
+
+def test_a_device_id_in_any_other_spelling_is_dropped_never_served(make_server, ladder, data):
+    # int(s, 16) would read each of these as device 1 (or 10, ...): a client with such an id
+    # could speak as device 1, answer for it, forget it, or pre-send its sequence numbers.
+    _, x, _ = data
+    cfg = ladder(thresholds={"medium": 0})
+    s = make_server(cfg)
+    hello(s, 1)
+    good = topics.device_topic(FLEET, 1, topics.UP, "esc")
+    for i, level in enumerate(BAD_ID_SPELLINGS):
+        for kind, payload in (
+            ("esc", escalate_bytes(1, 100 + i, x[0].tobytes(), cfg.model_version)),
+            ("hello", b""),  # would make the tier forget device 1
+        ):
+            before = s.metrics.value("dropped_topic_mismatch")
+            s.on_mqtt(good.replace("00000001", level).replace("/esc", "/" + kind), payload)
+            assert s.metrics.value("dropped_topic_mismatch") == before + 1, repr(level)
+    assert 1 in s.devices  # not forgotten
+    assert s.mqtt.sent == [] and s.metrics.value("answered") == 0
+    # the seqs it tried were not remembered: device 1's own requests are served
+    s.on_mqtt(good, escalate_bytes(1, 100, x[0].tobytes(), cfg.model_version))
+    assert result(s.mqtt.wait(1)[0][1])[0] == 100
 
 
 def _result_msg(device: int) -> bytes:

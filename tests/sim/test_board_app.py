@@ -15,36 +15,24 @@ from pathlib import Path
 
 import numpy as np
 import serial
-from ladder_fixtures import board_files, device_json, make_ladder_json, quantized_rows, runner
 
+from edgeladder_sim.fixtures import ladder as lf
 from ladder import framing, gate, wire
 
 DEVICE = 0x1234
 DEADLINE_MS = 120
 RESERVE_MS = 3  # ladder.cascade stops waiting this early: the answer lands inside the deadline
-THRESHOLD = 60000
-TEMPERATURE = 2.0
 
 
 def _ladder(build: Path) -> dict:
-    return make_ladder_json(
-        build,
-        thresholds={"tiny": THRESHOLD},
-        measure="max",
-        temperatures={"tiny": TEMPERATURE},
-        deadline_ms=DEADLINE_MS,
-    )
+    return lf.max_gated_ladder_json(build, deadline_ms=DEADLINE_MS)
 
 
 def _rows(build: Path, n_sure: int, n_unsure: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, unsure mask): n_sure rows at confidence 1.0, then n_unsure far under THRESHOLD."""
-    x, _ = quantized_rows(build, "test")
-    r = runner(build, "tiny")
-    _, logits = r.run_int8_logits(x.reshape(len(x), *r.input_shape))
-    lut = _ladder(build)["stages"][0]["exp_lut"]
-    conf = np.array([gate.confidence(gate.MAX, lg.tolist(), 10, lut) for lg in logits])
+    """(rows, unsure mask): n_sure rows at confidence 1.0, then n_unsure far under the threshold."""
+    x, _, conf = lf.edge_confidences(build, _ladder(build))
     sure = np.nonzero(conf >= gate.ONE - 64)[0][:n_sure]
-    unsure = np.nonzero(conf <= THRESHOLD - 8000)[0][:n_unsure]
+    unsure = np.nonzero(conf <= lf.BOARD_THRESHOLD - 8000)[0][:n_unsure]
     assert len(sure) == n_sure and len(unsure) == n_unsure
     idx = np.concatenate([sure, unsure])
     return x[idx], np.arange(len(idx)) >= n_sure
@@ -76,8 +64,8 @@ def test_missing_host_costs_two_deadlines_then_the_link_backs_off(
     order = np.random.default_rng(3).permutation(len(rows))
     rows, unsure = rows[order], unsure[order]
     feed = sensor_feed(rows, rate_hz=50)  # ~0.5 s of data: inside one 2 s back-off
-    dev = device_json(DEVICE, {"kind": "serial"}, feed.port)  # default: 2 misses, 2 s back-off
-    sim = sim_board_factory(files=board_files(build, _ladder(build), dev), firmware=True)
+    dev = lf.device_json(DEVICE, {"kind": "serial"}, feed.port)  # default: 2 misses, 2 s back-off
+    sim = sim_board_factory(files=lf.board_files(build, _ladder(build), dev), firmware=True)
     msgs = _listen(sim.port, lambda: b"edgeladder ladder done" in sim.board.output(), 30)
     answers = feed.wait_answers(len(rows), 5)
     done = _done(sim)
@@ -103,8 +91,8 @@ def test_heartbeat_every_five_seconds(digits_build, sim_board_factory, sensor_fe
     build = Path(digits_build.out)
     rows, _ = _rows(build, 14, 0)
     feed = sensor_feed(rows, rate_hz=2.0)  # 6.5 s of data
-    dev = device_json(DEVICE, {"kind": "serial"}, feed.port)
-    sim = sim_board_factory(files=board_files(build, _ladder(build), dev), firmware=True)
+    dev = lf.device_json(DEVICE, {"kind": "serial"}, feed.port)
+    sim = sim_board_factory(files=lf.board_files(build, _ladder(build), dev), firmware=True)
     stamps: list[tuple[float, int, bytes]] = []
     dec = framing.Decoder(wire.MAX_MESSAGE)
     with serial.Serial(sim.port, 115200, timeout=0.05) as ser:
@@ -141,8 +129,8 @@ def test_a_missing_sensor_is_reported_and_the_board_reaches_its_repl(
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    dev = device_json(DEVICE, {"kind": "serial"}, port)
-    sim = sim_board_factory(files=board_files(build, _ladder(build), dev), firmware=True)
+    dev = lf.device_json(DEVICE, {"kind": "serial"}, port)
+    sim = sim_board_factory(files=lf.board_files(build, _ladder(build), dev), firmware=True)
     sim.board.wait_booted(20)
     out = sim.board.output()
     assert b"edgeladder ladder stopped" in out and b"OSError" in out
@@ -158,8 +146,8 @@ def test_a_tier_that_does_not_know_the_board_gets_a_hello_again(
     build = Path(digits_build.out)
     rows, unsure = _rows(build, 2, 4)
     feed = sensor_feed(rows, rate_hz=10)
-    dev = device_json(DEVICE, {"kind": "serial"}, feed.port)
-    sim = sim_board_factory(files=board_files(build, _ladder(build), dev), firmware=True)
+    dev = lf.device_json(DEVICE, {"kind": "serial"}, feed.port)
+    sim = sim_board_factory(files=lf.board_files(build, _ladder(build), dev), firmware=True)
     seen: list[int] = []  # message types from the board, in order
     answered = rejected = 0
     dec = framing.Decoder(wire.MAX_MESSAGE)

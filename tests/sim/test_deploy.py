@@ -97,14 +97,25 @@ def test_flash_then_deploy_runs_the_tiny_model(sim_board_factory, tmp_path, caps
     assert " 0 copied (0 bytes)" in second and "0 removed" in second, second
 
 
+def _firmware_sources() -> dict[str, bytes]:
+    """The firmware as sources (every ``.py``), as ``mpremote cp -r firmware/ :`` would leave it:
+    an older board state, from before this deploy, that the deploy replaces file by file."""
+    from edgeladder.util.resources import FIRMWARE_DIR
+
+    return {
+        p.relative_to(FIRMWARE_DIR).as_posix(): p.read_bytes()
+        for p in sorted(FIRMWARE_DIR.rglob("*.py"))
+        if "__pycache__" not in p.parts
+    }
+
+
 def _whole_files_only(flash) -> None:
     """Every file the deploy manages is the old one or the new one, never a part of one."""
     from edgeladder.boards import registry as boards
     from edgeladder.device.deploy import plan_files
-    from edgeladder_sim.plugin import firmware_files
 
     new, _ = plan_files(TASK, boards.get("esp32"), "x64", build_dir=BUILD)
-    old = {"/" + k: v for k, v in firmware_files().items()}
+    old = {"/" + k: v for k, v in _firmware_sources().items()}
     for folder in ("", "ladder", "ladder/kernels", "ladder/link", "models"):
         try:
             names = flash.listdir(folder)
@@ -120,7 +131,7 @@ def _whole_files_only(flash) -> None:
 
 @pytest.mark.parametrize("delay_s", [0.0, 0.25, 0.5])
 def test_power_cut_during_deploy_leaves_a_bootable_board(sim_board_factory, delay_s):
-    sim = sim_board_factory(firmware=True)  # firmware as sources, as the plugin deploys it
+    sim = sim_board_factory(files=_firmware_sources())  # an older firmware, as sources
     sim.board.wait_booted(20)
     argv = [sys.executable, "-m", "edgeladder.cli", "deploy", "--port", sim.port, str(TASK)]
     argv += ["--build", str(BUILD)]

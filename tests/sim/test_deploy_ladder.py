@@ -39,7 +39,7 @@ def calibrated(digits_build, tmp_path) -> Path:
 
 
 def test_deploy_ships_the_ladder_and_the_device_json(sim_board_factory, calibrated):
-    sim = sim_board_factory(firmware=True)
+    sim = sim_board_factory()  # a blank board: this deploy brings everything
     sim.board.wait_booted(20)
     device = ladderconfig.device_json(0x1234ABCD, fleet="demo", link=DEVICE)
     first = deploy(sim.port, TASK, "esp32", build_dir=calibrated, device_json=device)

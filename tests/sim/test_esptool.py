@@ -1,6 +1,7 @@
 """The unmodified esptool against the virtual ESP32 ROM bootloader, over a pty and RFC2217.
 
-Each test serves a fresh 4 MB flash file through :class:`edgeladder_sim.rom.RomBootloader`
+Each test serves a fresh 4 MB flash file (:class:`edgeladder_sim.flash.FlashImage`, the one
+flash store) through :class:`edgeladder_sim.rom.RomBootloader`
 and runs the real ``esptool`` executable (or ``edgeladder flash``) as a subprocess with a
 timeout; servers stop in teardown. Byte-exact checks read the flash file itself.
 """
@@ -19,14 +20,11 @@ from pathlib import Path
 import pytest
 
 from edgeladder.boards.registry import get as get_board
-from edgeladder_sim.image import CHIP_IDS, boot_check, boot_check_file, build_image, parse_image
-from edgeladder_sim.rom import (
-    AutoResetCircuit,
-    FlashImage,
-    RomBootloader,
-    SlipDecoder,
-    slip_encode,
-)
+from edgeladder_sim import chips, slip
+from edgeladder_sim.autoreset import AutoResetCircuit
+from edgeladder_sim.flash import FlashImage
+from edgeladder_sim.image import boot_check, boot_check_file, build_image, parse_image
+from edgeladder_sim.rom import RomBootloader, RomError
 from edgeladder_sim.romserver import PtyRomServer, Rfc2217RomServer
 
 BIN = Path(sys.executable).parent
@@ -90,11 +88,11 @@ def esptool(*args: str, port: str, reset: bool = False, timeout: float = 120) ->
 
 
 def command(op: int, data: bytes = b"", chk: int = 0) -> bytes:
-    return slip_encode(struct.pack("<BBHI", 0, op, len(data), chk) + data)
+    return slip.encode(struct.pack("<BBHI", 0, op, len(data), chk) + data)
 
 
 def responses(rom: RomBootloader, frame: bytes) -> list[bytes]:
-    return SlipDecoder().feed(rom.feed(frame))
+    return slip.Decoder().feed(rom.feed(frame))
 
 
 def test_rom_sync_read_reg_and_unsupported_command(tmp_path):
@@ -111,7 +109,7 @@ def test_rom_sync_read_reg_and_unsupported_command(tmp_path):
 
 def test_slip_escapes_round_trip():
     payload = bytes([0xC0, 0xDB, 1, 0xC0, 0xDB, 0xDC])
-    assert SlipDecoder().feed(b"noise" + slip_encode(payload) + slip_encode(b"x")) == [
+    assert slip.Decoder().feed(b"noise" + slip.encode(payload) + slip.encode(b"x")) == [
         payload,
         b"x",
     ]
@@ -149,7 +147,21 @@ def test_image_check_refuses_other_chip_and_wrong_offset(tmp_path):
     flash.write(OFFSET, app_image("esp32s3"))
     rep = boot_check_file(flash.path, "esp32", OFFSET)
     assert not rep.ok and "built for esp32s3, not esp32" in rep.message
-    assert parse_image(app_image("esp32s3")).chip_id == CHIP_IDS["esp32s3"]
+    assert parse_image(app_image("esp32s3")).chip_id == chips.get("esp32s3").IMAGE_CHIP_ID
+    assert parse_image(app_image("esp32s3")).chip == "esp32s3"
+
+
+def test_chip_registry_knows_which_roms_it_models(tmp_path):
+    # Every chip's facts are data in one registry; only the ESP32's ROM is modelled.
+    assert {c.NAME for c in chips.CHIPS.values() if c.ROM} == {"esp32"}
+    assert chips.get("esp32").BOOTLOADER_OFFSET == OFFSET
+    assert chips.by_image_id(chips.get("esp32c3").IMAGE_CHIP_ID).NAME == "esp32c3"
+    assert chips.by_image_id(0xFFFF) is None
+    flash = FlashImage(tmp_path / "f.bin", FLASH_BYTES)
+    with pytest.raises(RomError, match="no ROM model for chip 'esp32s3'; known: esp32"):
+        RomBootloader(flash, "esp32s3")
+    with pytest.raises(RomError, match="unknown chip 'z80'"):
+        RomBootloader(flash, "z80")
 
 
 # -- the real esptool over a pty --------------------------------------------------------------
@@ -176,40 +188,19 @@ def test_write_verify_read_round_trip(rig, tmp_path, stub):
     image = app_image()
     (tmp_path / "app.bin").write_bytes(image)
     flags = [] if stub else ["--no-stub"]
-    out = esptool(
-        "--chip",
-        "esp32",
-        *flags,
-        "write-flash",
-        f"{OFFSET:#x}",
-        str(tmp_path / "app.bin"),
-        port=rig.pty.path,
-    )
+
+    def at_offset(chip: str, command: str, *args: str) -> str:
+        return esptool("--chip", chip, *flags, command, f"{OFFSET:#x}", *args, port=rig.pty.path)
+
+    out = at_offset("esp32", "write-flash", str(tmp_path / "app.bin"))
     assert "Hash of data verified." in out
     assert rig.flash_bytes(OFFSET, len(image)) == image
     assert rig.flash_bytes(0, OFFSET) == b"\xff" * OFFSET  # nothing before the offset
-    out = esptool(
-        "--chip",
-        "auto",
-        *flags,
-        "verify-flash",
-        f"{OFFSET:#x}",
-        str(tmp_path / "app.bin"),
-        port=rig.pty.path,
-    )
+    out = at_offset("auto", "verify-flash", str(tmp_path / "app.bin"))
     assert "Verification successful (digest matched)." in out
     back = tmp_path / "back.bin"
     n = len(image) if stub else 1024  # the ROM reads 64 bytes per command: keep it short
-    esptool(
-        "--chip",
-        "esp32",
-        *flags,
-        "read-flash",
-        f"{OFFSET:#x}",
-        str(n),
-        str(back),
-        port=rig.pty.path,
-    )
+    at_offset("esp32", "read-flash", str(n), str(back))
     assert back.read_bytes() == image[:n]
     assert rig.rom.mode == "download"  # --after no-reset: back in the ROM loader
 
@@ -221,18 +212,16 @@ def test_erase_flash(rig):
     assert rig.flash_bytes() == b"\xff" * FLASH_BYTES
 
 
+def write_flash(rig: Rig, image: Path, *flags: str, offset: int = OFFSET) -> str:
+    """``esptool --chip esp32 write-flash [flags] OFFSET IMAGE`` over the rig's pty."""
+    args = ("--chip", "esp32", "write-flash", *flags, f"{offset:#x}", str(image))
+    return esptool(*args, port=rig.pty.path)
+
+
 def test_boot_refuses_image_for_another_chip(rig, tmp_path):
     # esptool itself refuses a foreign image at the bootloader offset unless forced.
     (tmp_path / "s3.bin").write_bytes(app_image("esp32s3"))
-    esptool(
-        "--chip",
-        "esp32",
-        "write-flash",
-        "--force",
-        f"{OFFSET:#x}",
-        str(tmp_path / "s3.bin"),
-        port=rig.pty.path,
-    )
+    write_flash(rig, tmp_path / "s3.bin", "--force")
     log = rig.rom.reset(download=False)
     assert rig.rom.mode == "halted"
     assert b"built for esp32s3, not esp32" in log
@@ -240,21 +229,12 @@ def test_boot_refuses_image_for_another_chip(rig, tmp_path):
 
 def test_boot_refuses_image_at_wrong_offset(rig, tmp_path):
     (tmp_path / "app.bin").write_bytes(app_image())
-    esptool(
-        "--chip", "esp32", "write-flash", "0x10000", str(tmp_path / "app.bin"), port=rig.pty.path
-    )
+    write_flash(rig, tmp_path / "app.bin", offset=0x10000)
     log = rig.rom.reset(download=False)
     assert rig.rom.mode == "halted"
     assert b"wrong offset, flash it at 0x1000" in log
     rig.pty.reset(download=True)  # hold BOOT, press EN: the banner goes out on the pty
-    esptool(
-        "--chip",
-        "esp32",
-        "write-flash",
-        f"{OFFSET:#x}",
-        str(tmp_path / "app.bin"),
-        port=rig.pty.path,
-    )
+    write_flash(rig, tmp_path / "app.bin")
     log = rig.rom.reset(download=False)
     assert rig.rom.mode == "firmware" and b"entry 0x3ffb0000" in log
 

@@ -24,41 +24,29 @@ from pathlib import Path
 
 import numpy as np
 import serial
-from ladder_fixtures import board_files, device_json, make_ladder_json, quantized_rows, runner
 
 from edgeladder.boards import registry as boards
+from edgeladder_sim.fixtures import ladder as lf
 from ladder import framing, gate, wire
 
 DEVICE = 0x00C0FFEE
 DEADLINE_MS = 150
 RESERVE_MS = 3  # ladder.cascade stops waiting this early: the answer lands inside the deadline
-THRESHOLD = 60000  # Q16 on "max": sure rows are at 1.0, unsure ones far below
-TEMPERATURE = 2.0  # spreads the tiny model's confidence: enough unsure test rows
 N_SURE, N_UNSURE = 18, 12
 SLACK_US = 5000  # the VM's scheduling on a shared machine, past the deadline at most
 
 
 def _ladder(build: Path) -> dict:
-    return make_ladder_json(
-        build,
-        thresholds={"tiny": THRESHOLD},
-        measure="max",
-        temperatures={"tiny": TEMPERATURE},
-        deadline_ms=DEADLINE_MS,
-    )
+    return lf.max_gated_ladder_json(build, deadline_ms=DEADLINE_MS)
 
 
 def _pick_rows(build: Path):
     """18 rows the tiny model is sure of and 12 it is not (far from the threshold either way,
     so that the board's logits -- TFLM rounding, one code off LiteRT's now and then -- put them
     on the same side), interleaved."""
-    x, y = quantized_rows(build, "test")
-    r = runner(build, "tiny")
-    _, logits = r.run_int8_logits(x.reshape(len(x), *r.input_shape))
-    lut = _ladder(build)["stages"][0]["exp_lut"]
-    conf = np.array([gate.confidence(gate.MAX, lg.tolist(), 10, lut) for lg in logits])
+    x, y, conf = lf.edge_confidences(build, _ladder(build))
     sure = np.nonzero(conf >= gate.ONE - 64)[0][:N_SURE]
-    unsure = np.nonzero(conf <= THRESHOLD - 8000)[0][:N_UNSURE]
+    unsure = np.nonzero(conf <= lf.BOARD_THRESHOLD - 8000)[0][:N_UNSURE]
     assert len(sure) == N_SURE and len(unsure) == N_UNSURE, (len(sure), len(unsure))
     sure_it, unsure_it = iter(sure.tolist()), iter(unsure.tolist())
     idx = np.array([next(unsure_it if i % 5 in (1, 3) else sure_it) for i in range(30)])
@@ -110,8 +98,8 @@ def test_board_ladder_over_serial(digits_build, sim_board_factory, sensor_feed):
     rows, labels, unsure_rows = _pick_rows(build)
     ladder = _ladder(build)
     feed = sensor_feed(rows, rate_hz=25)
-    dev = device_json(DEVICE, {"kind": "serial", "miss_limit": 2}, feed.port)
-    sim = sim_board_factory(files=board_files(build, ladder, dev), firmware=True, boot=False)
+    dev = lf.device_json(DEVICE, {"kind": "serial", "miss_limit": 2}, feed.port)
+    sim = sim_board_factory(files=lf.board_files(build, ladder, dev), firmware=True, boot=False)
     gw = Gateway(sim.port, ladder["model_version"])
     by_input = {r.tobytes(): i for i, r in enumerate(rows)}
     plan: dict[int, str] = {}  # row -> what the gateway did with its escalation
@@ -165,7 +153,7 @@ def test_board_ladder_over_serial(digits_build, sim_board_factory, sensor_feed):
                 (DEADLINE_MS - RESERVE_MS) * 1000 <= a.latency_us <= DEADLINE_MS * 1000 + SLACK_US
             )
         else:
-            assert a.stage == 0 and a.confidence >= THRESHOLD and a.latency_us < 20_000
+            assert a.stage == 0 and a.confidence >= lf.BOARD_THRESHOLD and a.latency_us < 20_000
     assert list(plan.values()).count("ignored") == 4
 
     # escalation bytes: header + fixed fields + top-2 + the 64 int8 inputs

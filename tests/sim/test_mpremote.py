@@ -86,6 +86,42 @@ def test_soft_reset_restarts_and_files_persist(board, tmp_path):
     assert out == "False\n7\n"
 
 
+def test_reset_is_a_hard_reset_through_boot_py_and_main_py(sim_board_factory, tmp_path):
+    sim = sim_board_factory(
+        files={"boot.py": b"print('boot.py ran')\n", "main.py": b"print('main.py ran')\n"}
+    )
+    sim.board.wait_booted(20)
+    sim.mpremote("exec", "marker = 1")
+    boots, start = sim.board.boots, len(sim.board.output())
+    sim.mpremote("reset")  # machine.reset(), 100 ms after mpremote has let go of the port
+    end = sim.board.wait_output(b"main.py ran", 20, start=start)
+    # mpremote soft-resets as it enters the raw REPL; what follows its command is a hard reset
+    after = sim.board.output()[start:end].rsplit(b"raw REPL", 1)[1]
+    assert after.index(b"boot.py ran") < after.index(b"main.py ran")
+    assert b"MPY: soft reboot" not in after
+    sim.board.wait_booted(20)
+    assert sim.board.boots == boots + 2 and sim.board.mode == "repl"
+    # the same port, a fresh VM: the old globals are gone
+    assert sim.mpremote("exec", "print('marker' in globals())").stdout == "False\n"
+    # machine.reset() from a running main.py resets too (once: the flag file says so)
+    (tmp_path / "main.py").write_text(
+        "import os\n"
+        "print('main.py ran')\n"
+        "if 'again' not in os.listdir():\n"
+        "    open('again', 'w').close()\n"
+        "    import machine\n"
+        "    machine.reset()\n"
+        "print('after the reset')\n"
+    )
+    sim.mpremote("fs", "cp", str(tmp_path / "main.py"), ":main.py")
+    start = len(sim.board.output())
+    sim.mpremote("reset")
+    sim.board.wait_output(b"after the reset", 30, start=start)
+    assert sim.board.output()[start:].count(b"main.py ran") == 2
+    sim.board.wait_booted(20)
+    assert sim.mpremote("exec", "print(6 * 7)").stdout == "42\n"
+
+
 def test_resume_keeps_the_session(board):
     board.mpremote("exec", "kept = 'yes'")
     assert board.mpremote("resume", "exec", "print(kept)").stdout == "yes\n"

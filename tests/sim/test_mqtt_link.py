@@ -27,17 +27,17 @@ import pytest
 from edgeladder.boards import registry as boards
 from edgeladder.device.micropython import find_micropython, micropython_path
 from edgeladder_sim.broker import Broker, start_broker
-from ladder import wire
+from ladder import topics, wire
 
 DEV = 0x00C0FFEE
 FLEET = "demo"
 POLL_MS = 10
 TOPK = bytes([5, 0x90, 3, 0x10])
 DATA = bytes((i * 7) & 0xFF for i in range(64))
-UP_ESC = wire.device_topic(FLEET, DEV, wire.UP, "esc")
-UP_HELLO = wire.device_topic(FLEET, DEV, wire.UP, "hello")
-DOWN_RES = wire.device_topic(FLEET, DEV, wire.DOWN, "res")
-STATUS = wire.tier_topic(FLEET, "gateway", "status")
+UP_ESC = topics.device_topic(FLEET, DEV, topics.UP, "esc")
+UP_HELLO = topics.device_topic(FLEET, DEV, topics.UP, "hello")
+DOWN_RES = topics.device_topic(FLEET, DEV, topics.DOWN, "res")
+STATUS = topics.tier_topic(FLEET, "gateway", topics.STATUS)
 SLOW_CALL_US = 30_000  # "never blocks": every single call returns within this (typically < 1 ms)
 
 DRIVER = """\
@@ -199,7 +199,7 @@ class Host:
         self.client.on_message = lambda c, u, m: self.messages.put(m)
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
-        self.client.subscribe(wire.device_topic(FLEET, DEV, wire.UP, "#"), qos=1)
+        self.client.subscribe(topics.device_topic(FLEET, DEV, topics.UP, "#"), qos=1)
         self.publish(STATUS, b"online", retain=True)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:

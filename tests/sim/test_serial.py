@@ -147,7 +147,7 @@ def test_console_on_a_missing_port_says_what_to_do():
         timeout=30,
     )
     assert result.returncode == 1
-    assert "cannot open serial port /dev/does-not-exist" in result.stderr
+    assert "serial port /dev/does-not-exist does not exist" in result.stderr  # the one port check
 
 
 def test_console_streams_what_main_py_prints(sim_board_factory):
@@ -182,3 +182,16 @@ def test_esptool_reaches_the_rom_through_the_repl_port(sim_board_factory):
     sim.board.reset()
     sim.board.wait_booted(20)
     assert sim.mpremote("exec", "print('back in MicroPython')").stdout == "back in MicroPython\n"
+
+
+def test_the_board_side_markers_are_the_ones_the_vm_reads():
+    # boot/*.py (MicroPython) print the markers that edgeladder_sim.vm strips and acts on
+    from edgeladder_sim import vm
+    from edgeladder_sim.flash import BOOT_DIR
+
+    def spelled(marker: bytes) -> str:
+        return marker.decode("latin-1").encode("unicode_escape").decode()
+
+    bootstrap = (BOOT_DIR / "bootstrap.py").read_text()
+    assert spelled(vm._UP) in bootstrap and spelled(vm._READY) in bootstrap
+    assert spelled(vm._RESET) in (BOOT_DIR / "machine.py").read_text()

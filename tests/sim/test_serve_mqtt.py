@@ -10,24 +10,23 @@ SIGKILLed tier's status turns "offline" through its last will, a SIGTERMed one s
 from __future__ import annotations
 
 import shutil
-import signal
 import time
 
 import numpy as np
 import pytest
-from tiers_fixtures import (
-    FLEET,
-    Devices,
-    ServeProcess,
-    digits_inputs,
-    make_ladder,
-    tflite,
-)
 
 from edgeladder.model.litert import Int8Runner
 from edgeladder.policy import config as ladderconfig
 from edgeladder_sim.broker import AmqttBroker, MosquittoBroker, free_port, mosquitto_binary
-from ladder import gate, wire
+from edgeladder_sim.fixtures.ladder import (
+    FLEET,
+    Devices,
+    digits_inputs,
+    escalate_bytes,
+    write_ladder,
+)
+from edgeladder_sim.fixtures.ladder import tflite_path as tflite
+from ladder import gate, topics, wire
 
 BROKERS = ["amqtt", "mosquitto"]
 REQS = 'outcome="{}"'
@@ -40,23 +39,11 @@ def inputs(digits_build):
 
 
 @pytest.fixture
-def serve(tmp_path):
-    started: list[ServeProcess] = []
+def serve(serve_tier):
+    def start(ladder_dir, stage: str, *args: str):
+        return serve_tier(ladder_dir, stage, "--fleet", FLEET, *args)
 
-    def start(ladder_dir, stage: str, *args: str) -> ServeProcess:
-        p = ServeProcess(
-            [str(ladder_dir), "--stage", stage, "--fleet", FLEET, *args],
-            tmp_path / f"serve-{stage}-{len(started)}.log",
-            free_port(),
-        )
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.wait(5)
+    return start
 
 
 def gate_confidences(build, cfg, tier: str, x) -> list[int]:
@@ -70,10 +57,10 @@ def test_boards_get_answers_from_the_gateway_and_chained_from_the_cloud(
     broker, serve, digits_build, inputs, tmp_path
 ):
     build = digits_build.out
-    probe = ladderconfig.load(make_ladder(build, tmp_path / "probe"))
+    probe = ladderconfig.load(write_ladder(build, tmp_path / "probe"))
     confs = gate_confidences(build, probe, "medium", inputs)
     threshold = sorted(confs)[len(confs) // 4]  # about a quarter climb to the cloud
-    lad = make_ladder(build, tmp_path / "ladder", thresholds={"medium": threshold})
+    lad = write_ladder(build, tmp_path / "ladder", thresholds={"medium": threshold})
     cfg = ladderconfig.load(lad)
     cloud = serve(lad.parent, "large", "--mqtt", broker.url)
     gateway = serve(lad.parent, "medium", "--mqtt", broker.url, "--json")
@@ -111,9 +98,16 @@ def test_boards_get_answers_from_the_gateway_and_chained_from_the_cloud(
 
         # a device speaking for another, and junk: dropped and counted, nothing answered
         devices.escalate(0xA1, inputs[0].tobytes(), cfg.model_version, topic_device=0xA2)
-        devices.publish(wire.device_topic(FLEET, 0xA1, wire.UP, "esc"), b"\x01\x03junk")
+        devices.publish(topics.device_topic(FLEET, 0xA1, topics.UP, "esc"), b"\x01\x03junk")
         gateway.wait_metric("edgeladder_requests_total", REQS.format("dropped_malformed"), 1)
         gateway.wait_metric("edgeladder_requests_total", REQS.format("dropped_topic_mismatch"), 1)
+        # device 0xa1 under another spelling of its id (int(s, 16) would take it): not served
+        esc = escalate_bytes(0xA1, 999, inputs[0].tobytes(), cfg.model_version)
+        good = topics.device_topic(FLEET, 0xA1, topics.UP, "esc")
+        for level in ("0x0000a1", "000000A1", "0000_0a1"):
+            devices.publish(good.replace("000000a1", level), esc)
+        gateway.wait_metric("edgeladder_requests_total", REQS.format("dropped_topic_mismatch"), 4)
+        assert (0xA1, 999) not in devices.replies
         assert (
             gateway.metric("edgeladder_requests_total", REQS.format("answered"))
             == by_source[wire.GATEWAY]
@@ -130,8 +124,7 @@ def test_boards_get_answers_from_the_gateway_and_chained_from_the_cloud(
         assert gateway.metric("edgeladder_ready") == 1
 
         # a tier cut dead: the broker publishes its last will
-        gateway.proc.send_signal(signal.SIGKILL)
-        gateway.proc.wait(10)
+        gateway.kill()
         devices.wait_status("gateway", "offline")
         # a tier stopped cleanly says so itself and exits 0
         assert cloud.stop() == 0
@@ -143,9 +136,10 @@ def test_boards_get_answers_from_the_gateway_and_chained_from_the_cloud(
 
 
 @pytest.mark.parametrize("broker", BROKERS, indirect=True)
-def test_hot_reload_over_the_broker(broker, serve, digits_build, inputs, tmp_path):
+def test_hot_reload_over_the_broker(broker, serve, digits_build, tmp_path):
     build = digits_build.out
-    lad = make_ladder(build, tmp_path / "ladder", thresholds={"medium": 0})
+    inputs, _ = digits_inputs(build, 200)  # enough that medium and large disagree on some
+    lad = write_ladder(build, tmp_path / "ladder", thresholds={"medium": 0})
     cfg = ladderconfig.load(lad)
     served = lad.parent / "medium" / "digits_medium.tflite"
     medium = Int8Runner.from_bytes(served.read_bytes()).run_int8(inputs).argmax(axis=1)
@@ -178,13 +172,13 @@ def test_hot_reload_over_the_broker(broker, serve, digits_build, inputs, tmp_pat
 
 @pytest.mark.parametrize("kind", BROKERS)
 def test_ready_waits_for_the_broker_and_follows_it(kind, serve, digits_build, tmp_path):
-    lad = make_ladder(digits_build.out, tmp_path / "ladder")
+    lad = write_ladder(digits_build.out, tmp_path / "ladder")
     port = free_port()
     gateway = serve(lad.parent, "medium", "--mqtt", f"mqtt://127.0.0.1:{port}")
     # no broker yet: the process is live but not ready
     end = time.monotonic() + 20
     while gateway.get("/v2/health/live")[0] != 200:
-        assert gateway.proc.poll() is None and time.monotonic() < end, gateway.output()
+        assert gateway.alive and time.monotonic() < end, gateway.output()
         time.sleep(0.05)
     assert gateway.get("/v2/health/ready")[0] == 503
     assert gateway.metric("edgeladder_ready") == 0

@@ -38,29 +38,6 @@ _QHI = const(8)
 _ACC = const(9)
 
 
-def scratch(p):
-    return p[10] * p[11]  # out_w * out_c accumulators: one output row
-
-
-def spans(p):
-    out_c = p[11]
-    return (
-        (0, p[0], p[6] * p[7] * p[8], 1),
-        (0, p[1], p[9] * p[10] * out_c, 1),
-        (1, p[2], out_c * p[12] * p[13] * p[8], 1),
-        (1, p[3], 4 * out_c, 4),
-        (1, p[4], 4 * out_c, 4),
-        (1, p[5], 4 * out_c, 4),
-    )
-
-
-def dw_spans(p):
-    if p[11] != p[8] * p[20]:
-        raise ValueError("out_c %d != in_c %d * depth_mult %d" % (p[11], p[8], p[20]))
-    s = spans(p)
-    return s[:2] + ((1, p[2], p[12] * p[13] * p[11], 1),) + s[3:]
-
-
 @micropython.viper
 def _setup(p, q, n: int):
     # requant header from the shared field layout: ... cv_m 4, cv_s 5, out_zp/act_min/act_max

@@ -1,6 +1,6 @@
 # ruff: noqa: F821  (ptr8, ptr32 are viper builtins)
 # ADD and MUL of int8 tensors, as TFLite Micro's reference_integer_ops::Add / Mul. n2 == 1
-# broadcasts a scalar second input. Work goes in chunks of _K elements through requant's
+# broadcasts a scalar second input. Work goes in chunks of K elements through requant's
 # accumulator block, so each chunk costs a few calls, not a few per element.
 #
 # ADD: a = MBQM((x1 + off1) << ls, m1, s1), b = MBQM((x2 + off2) << ls, m2, s2),
@@ -27,18 +27,8 @@ _QZP = const(6)
 _QLO = const(7)
 _QHI = const(8)
 _ACC = const(9)
-_K = const(32)  # elements per chunk
-
-
-def scratch(p):
-    return 2 * _K
-
-
-def spans(p):
-    n, n2 = p[3], p[4]
-    if n2 != 1 and n2 != n:
-        raise ValueError("second input has %d elements, needs 1 or %d" % (n2, n))
-    return ((0, p[0], n, 1), (0, p[1], n2, 1), (0, p[2], n, 1))
+# Elements per chunk: opsize.CHUNK sizes the scratch with it (a test checks they agree).
+K = const(32)
 
 
 @micropython.viper
@@ -58,7 +48,7 @@ def add(arena, body, p, q):
     ls = int(P[8])
     start = 0
     while start < n:
-        k = n - start if n - start < _K else _K
+        k = n - start if n - start < K else K
         # Interleave the two shifted inputs so one requant call scales both: multiplier
         # index i % 2 picks (m1, s1) at p[9], p[10] or (m2, s2) at p[11], p[12] (8 bytes on).
         i = 0
@@ -113,7 +103,7 @@ def mul(arena, body, p, q):
     Q[_QHI] = P[11]
     start = 0
     while start < n:
-        k = n - start if n - start < _K else _K
+        k = n - start if n - start < K else K
         i = 0
         while i < k:
             Q[_ACC + i] = ((X1[start + i] ^ 128) + o1) * ((X2[(start + i) * step2] ^ 128) + o2)

@@ -13,7 +13,6 @@ from micropython import const
 
 from ..fixedpoint import requant
 
-# requant's control block (see fixedpoint.py).
 # The requant block's layout (fixedpoint.requant reads it as _N, _C, ...). Mirrored here on
 # purpose: const() folds only inside its own module, and an imported name would be a global
 # lookup in the kernel's hot path.
@@ -27,23 +26,6 @@ _QZP = const(6)
 _QLO = const(7)
 _QHI = const(8)
 _ACC = const(9)
-
-
-def scratch(p):
-    return p[8]  # one accumulator per output of a batch row
-
-
-def spans(p):
-    # (in body?, offset, bytes, alignment) of everything the kernel touches.
-    b, n_in, n_out = p[6], p[7], p[8]
-    return (
-        (0, p[0], b * n_in, 1),
-        (0, p[1], b * n_out, 1),
-        (1, p[2], n_out * n_in, 1),
-        (1, p[3], 4 * n_out, 4),
-        (1, p[4], 4 * n_out, 4),
-        (1, p[5], 4 * n_out, 4),
-    )
 
 
 def fully_connected(arena, body, p, q):

@@ -5,14 +5,6 @@
 import micropython
 
 
-def scratch(p):
-    return 0
-
-
-def spans(p):
-    return ((0, p[0], p[2], 1), (0, p[1], p[2], 1), (1, p[3], 256, 1))
-
-
 @micropython.viper
 def lut(arena, body, p, q):
     P = ptr32(p)

@@ -27,16 +27,6 @@ _QHI = const(8)
 _ACC = const(9)
 
 
-def scratch(p):
-    return p[4]
-
-
-def spans(p):
-    if p[2] * p[3] < 1 or p[9] not in (0, 1):
-        raise ValueError("empty mean or mode %d not 0/1" % p[9])
-    return ((0, p[0], p[2] * p[3] * p[4], 1), (0, p[1], p[4], 1))
-
-
 @micropython.viper
 def mean(arena, body, p, q):
     one = 1

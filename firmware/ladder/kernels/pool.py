@@ -7,14 +7,6 @@
 import micropython
 
 
-def scratch(p):
-    return 0
-
-
-def spans(p):
-    return ((0, p[0], p[2] * p[3] * p[4], 1), (0, p[1], p[5] * p[6] * p[4], 1))
-
-
 @micropython.viper
 def _pool(arena, p, is_max: int):
     one = 1

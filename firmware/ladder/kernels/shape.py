@@ -6,32 +6,6 @@
 import micropython
 
 
-def scratch(p):
-    return 0
-
-
-def copy_spans(p):
-    return ((0, p[0], p[2], 1), (0, p[1], p[2], 1))
-
-
-def pad_spans(p):
-    n_in = p[2] * p[3] * p[4] * p[5]
-    n_out = 1
-    for i in range(4):
-        n_out *= p[2 + i] + p[6 + 2 * i] + p[7 + 2 * i]
-    return ((0, p[0], n_in, 1), (0, p[1], n_out, 1))
-
-
-def concat_spans(p):
-    k = p[3]
-    if len(p) != 4 + 2 * k:
-        raise ValueError("%d inputs need %d params, got %d" % (k, 4 + 2 * k, len(p)))
-    step = p[1] * p[2]
-    s = [(0, p[4 + 2 * j], step * p[5 + 2 * j], 1) for j in range(k)]
-    s.append((0, p[0], step * sum(p[5 + 2 * j] for j in range(k)), 1))
-    return s
-
-
 @micropython.viper
 def _move(dst: ptr8, src: ptr8, n: int):
     i = 0

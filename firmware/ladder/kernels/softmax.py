@@ -20,15 +20,6 @@ _R = const(2)
 _S = const(3)  # the row's sum of exps, handed to _recip through memory
 
 
-def scratch(p):
-    return 0
-
-
-def spans(p):
-    n = p[2] * p[3]
-    return ((0, p[0], n, 1), (0, p[1], n, 1), (1, p[4], 1024, 4))
-
-
 @micropython.viper
 def _recip(q) -> int:
     """GetReciprocal(q[_S], 12): q[_R] = 1/(1+x) in Q0.31; returns the bits over unit."""

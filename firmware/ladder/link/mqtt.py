@@ -1,45 +1,25 @@
 # ladder.link.mqtt: the board's own MQTT 3.1.1 client (QoS 0 and 1, clean session, no TLS).
 #
-# Why our own client and not micropython-lib's umqtt:
-# - umqtt.simple blocks: connect() and wait_msg() sit in blocking socket calls, so a broker that
-#   is away (or slow to answer) stalls inference, and the ladder must keep answering locally
-#   (edge_fallback) within its deadline whatever the network does.
-# - umqtt allocates per message: every received PUBLISH becomes new topic and payload bytes
-#   objects; on a ~110 KB heap that means garbage collections in the middle of an inference.
-# - umqtt.robust reconnects by blocking, sleeping between attempts inside the call that noticed
-#   the failure: the inference loop stops again while the broker is away.
-# - installing umqtt with `mip` at deploy time needs network access that the boards (and the
-#   bench that deploys them) may not have; this file ships with the firmware like the rest.
-# The issue asks for reconnects with backoff, no blocking of inference while the broker is away,
-# QoS 1 and no allocation per message. So:
-# - one state machine advanced by service(), which never waits: a non-blocking TCP connect, then
-#   CONNECT/CONNACK and SUBSCRIBE/SUBACK, keepalive pings, QoS 1 retransmission (DUP), and after
-#   any failure the next attempt after an exponential backoff with jitter (100 ms doubling to
-#   5 s, reset by a successful session). Only poll() waits, and only as long as its caller says.
+# Not micropython-lib's umqtt (docs/protocol.md, "The board's MQTT client", says why): umqtt
+# blocks while a broker is away and allocates per message, and the ladder must keep answering
+# within its deadline whatever the network does. So:
+# - one state machine advanced by service(), which never waits: a non-blocking TCP connect
+#   (ladder.link.tcp), then CONNECT/CONNACK and SUBSCRIBE/SUBACK, keepalive pings, QoS 1
+#   retransmission (DUP), and after any failure the next attempt after an exponential backoff
+#   with jitter (100 ms doubling to 5 s, reset by a successful session). Only poll() waits, and
+#   only as long as its caller says.
 # - every buffer is made in __init__ (a publish buffer for the largest wire message, a copy of
-#   the QoS 1 publish in flight, a read chunk, a packet buffer); topics are bytes built once;
-#   incoming packets are reassembled and parsed in place (ladder.link.mqttpkt) and the payload
-#   is handed over in the reused packet buffer. Oversized or malformed packets are counted in
-#   `dropped` and skipped.
+#   the QoS 1 publish in flight, a read chunk, a packet buffer); topics are bytes built once
+#   (ladder.topics); incoming packets are reassembled and parsed in place (ladder.link.mqttpkt)
+#   and the payload is handed over in the reused packet buffer. Oversized or malformed packets
+#   are counted in `dropped` and skipped.
 
-import errno
 import random
 import select
-import socket
 
-from .. import wire
-from .mqttpkt import (
-    DROP_REASONS,
-    MALFORMED,
-    UNCLAIMED,
-    UNEXPECTED,
-    Parser,
-    connect_packet,
-    copy,
-    put_len,
-    put_str,
-    subscribe_packet,
-)
+from .. import topics, wire
+from . import mqttpkt as pkt
+from . import tcp
 
 try:
     from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
@@ -64,10 +44,6 @@ except ImportError:  # CPython: importable for host tools and linters; boards ru
         _time.sleep(ms / 1000)
 
 
-_PUBLISH = const(0x30)
-_QOS1 = const(0x02)
-_RETAIN = const(0x01)
-_DUP = const(0x08)
 _T_CONNACK = const(2)
 _T_PUBLISH = const(3)
 _T_PUBACK = const(4)
@@ -91,16 +67,8 @@ _WAIT_STEP_MS = const(100)  # poll() runs service() at least this often while it
 _WRITE_TRIES = const(5)  # a full send buffer gets this many 1 ms retries, then counts as broken
 _READS = const(16)  # chunks read per service(): bounds its time under a flood
 _CHUNK = const(128)
-_IPPROTO_TCP = const(6)  # the same numbers on Linux and lwIP; MicroPython names neither
-_TCP_NODELAY = const(1)
 _RX_SIZE = const(512)  # largest incoming packet body (topic + packet id + payload)
 _Q1_PAYLOAD = const(64)  # largest QoS 1 payload (a HELLO is 22 bytes)
-
-# lwIP's errno values differ from Linux's; the unix port reports Linux's.
-_PENDING = (errno.EINPROGRESS, errno.EAGAIN, 115, 11)
-_PINGREQ = b"\xc0\x00"
-_DISCONNECT = b"\xe0\x00"
-_ONLINE = b"online"
 
 
 class Link:
@@ -110,25 +78,24 @@ class Link:
         # opener(): a new non-blocking socket, connecting (tests give a fake one)
         link = device_cfg["link"]
         fleet = device_cfg["fleet"]
-        self._host = link.get("host", "127.0.0.1")
-        self._port = link.get("port", 1883)
+        self._host, self._port = link.get("host", "127.0.0.1"), link.get("port", 1883)
         ka_s = link.get("keepalive_s", 30)
         self._ka = ka_s * 1000
         self._clock = clock_ms or ticks_ms
         self._open = opener or self._tcp_open
         self._addr = None
         self._up = {}  # wire type -> (topic, first byte); HELLO is QoS 1 and retained
-        for mtype in wire.KIND:
-            topic = wire.device_topic(fleet, device_id, wire.UP, wire.KIND[mtype]).encode()
-            self._up[mtype] = (
-                topic,
-                _PUBLISH | _QOS1 | _RETAIN if mtype == wire.HELLO else _PUBLISH,
-            )
-        self._down = wire.device_topic(fleet, device_id, wire.DOWN, "").encode()
+        for mtype in topics.KIND:
+            topic = topics.device_topic(fleet, device_id, topics.UP, topics.KIND[mtype]).encode()
+            q1 = pkt.QOS1 | pkt.RETAIN if mtype == wire.HELLO else 0
+            self._up[mtype] = (topic, pkt.PUBLISH | q1)
+        self._down = topics.device_topic(fleet, device_id, topics.DOWN, "").encode()
         gateway = device_cfg.get("gateway", "gateway")
-        self._status = wire.tier_topic(fleet, gateway, "status").encode()
-        self._connect = connect_packet(("%08x" % device_id).encode(), ka_s)
-        self._subscribe = subscribe_packet(_SUB_PID, (self._down + b"#", self._status))
+        self._status = topics.tier_topic(fleet, gateway, topics.STATUS).encode()
+        self._online = topics.ONLINE.encode()
+        # the client id is the id's one topic spelling: the broker's %c ACL then matches it
+        self._connect = pkt.connect_packet(topics.device_level(device_id).encode(), ka_s)
+        self._subscribe = pkt.subscribe_packet(_SUB_PID, (self._down + b"#", self._status))
         longest = max(len(t) for t, _ in self._up.values())
         self._tx = bytearray(5 + 2 + longest + wire.MAX_MESSAGE)
         self._q1 = bytearray(5 + 2 + longest + 2 + _Q1_PAYLOAD)  # kept for retransmission
@@ -137,8 +104,8 @@ class Link:
         self._pid = _SUB_PID
         self._ack = bytearray(b"\x40\x02\x00\x00")  # PUBACK, packet id filled in
         self._chunk = bytearray(_CHUNK)
-        self._drops = [0] * len(DROP_REASONS)
-        self._parser = Parser(rx_size, self._packet, self._drops)  # bound method made once
+        self._drops = [0] * len(pkt.DROP_REASONS)
+        self._parser = pkt.Parser(rx_size, self._packet, self._drops)  # bound method made once
         self._poller = select.poll()
         self._sock = None
         self._st = _IDLE
@@ -146,8 +113,7 @@ class Link:
         self._delay = _BACKOFF_MIN_MS
         self._retry = False
         self._hs_at = self._tx_at = self._rx_at = 0
-        self._pinged = False
-        self._tier = False
+        self._pinged = self._tier = False
         self._on = None
         self._news = 0
         self.up = False
@@ -160,8 +126,8 @@ class Link:
     def dropped(self):
         """Incoming packets skipped, {reason: count} (allocates: for heartbeats and reports)."""
         out = {}
-        for i in range(len(DROP_REASONS)):
-            out[DROP_REASONS[i]] = self._drops[i]
+        for i in range(len(pkt.DROP_REASONS)):
+            out[pkt.DROP_REASONS[i]] = self._drops[i]
         return out
 
     def tier_online(self):
@@ -170,20 +136,8 @@ class Link:
     # -- connection -------------------------------------------------------------------------
     def _tcp_open(self):
         if self._addr is None:
-            self._addr = socket.getaddrinfo(self._host, self._port)[0][-1]
-        s = socket.socket()
-        s.setblocking(False)
-        try:  # an escalation is one small packet: send it now, not after the broker's ACK
-            s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
-        except OSError:
-            pass
-        try:
-            s.connect(self._addr)
-        except OSError as e:
-            if e.args[0] not in _PENDING:
-                s.close()
-                raise
-        return s
+            self._addr = tcp.resolve(self._host, self._port)
+        return tcp.connect(self._addr)
 
     def _start(self, now):
         self.attempts += 1
@@ -252,10 +206,10 @@ class Link:
                 return
             if ticks_diff(now, self._tx_at) >= ka or (idle >= ka and not self._pinged):
                 self._pinged = True
-                if not self._out(_PINGREQ, 2, now):
+                if not self._out(pkt.PINGREQ, 2, now):
                     return
         if self._q1n and ticks_diff(now, self._q1at) >= _RETRY_MS:
-            self._q1[0] |= _DUP
+            self._q1[0] |= pkt.DUP
             self._q1at = now
             self._out(self._q1, self._q1n, now)
 
@@ -285,7 +239,7 @@ class Link:
     def close(self):
         if self._sock is not None and self.up:
             try:
-                self._sock.write(_DISCONNECT)
+                self._sock.write(pkt.DISCONNECT)
             except OSError:
                 pass  # going away anyway
         self._st = _CLOSED
@@ -303,7 +257,7 @@ class Link:
         now = self._clock()
         pid = 0
         buf = self._tx
-        if first & _QOS1:
+        if first & pkt.QOS1:
             if self._q1n or n > _Q1_PAYLOAD:
                 return False
             pid = self._pid % 0xFFFF + 1
@@ -311,17 +265,12 @@ class Link:
                 pid = _SUB_PID + 1
             self._pid = pid
             buf = self._q1
-        buf[0] = first
-        o = put_len(buf, 1, 2 + len(topic) + (2 if pid else 0) + n)
-        o = put_str(buf, o, topic)
+        o = pkt.put_publish(buf, first, topic, pid, n)
         if pid:
-            buf[o] = pid >> 8
-            buf[o + 1] = pid & 0xFF
-            o += 2
             self._q1n = o + n
             self._q1pid = pid
             self._q1at = now
-        copy(buf, o, msg, 0, n)
+        pkt.copy(buf, o, msg, 0, n)
         return self._out(buf, o + n, now)
 
     # -- receiving --------------------------------------------------------------------------
@@ -383,18 +332,18 @@ class Link:
             return self._publish_in(flags, p, r, now)
         if t == _T_PUBACK:
             if flags or r != 2:
-                return self._drop(MALFORMED)
+                return self._drop(pkt.MALFORMED)
             if self._q1n and (p[0] << 8 | p[1]) == self._q1pid:
                 self._q1n = 0
             return True  # (a second PUBACK after a retransmission is ignored)
         if t == _T_PINGRESP:
-            return self._drop(MALFORMED) if flags or r else True
+            return self._drop(pkt.MALFORMED) if flags or r else True
         st = self._st
         if t == _T_CONNACK:
             if flags or r != 2:
-                return self._drop(MALFORMED)
+                return self._drop(pkt.MALFORMED)
             if st != _CONNACK:
-                return self._drop(UNEXPECTED)
+                return self._drop(pkt.UNEXPECTED)
             if p[1]:  # refused: protocol level, client id, server unavailable, ...
                 self._lost(now)
                 return False
@@ -404,9 +353,9 @@ class Link:
             return True
         if t == _T_SUBACK:
             if flags or r != 4:  # packet id + one return code per filter (two)
-                return self._drop(MALFORMED)
+                return self._drop(pkt.MALFORMED)
             if st != _SUBACK or p[1] != _SUB_PID or p[0]:
-                return self._drop(UNEXPECTED)
+                return self._drop(pkt.UNEXPECTED)
             if (p[2] | p[3]) & 0x80:  # a subscription was refused
                 self._lost(now)
                 return False
@@ -416,23 +365,18 @@ class Link:
             self.sessions += 1
             self.up = True
             return True
-        return self._drop(UNEXPECTED)
+        return self._drop(pkt.UNEXPECTED)
 
     def _drop(self, why):
         self._drops[why] += 1
         return True
 
     def _publish_in(self, flags, p, r, now):
-        qos = (flags >> 1) & 3
-        if qos == 3 or r < 2:
-            return self._drop(MALFORMED)
-        if qos == 2:
-            return self._drop(UNEXPECTED)  # never granted: both subscriptions ask for QoS 1
+        o = pkt.publish_payload(flags, p, r)
+        if o < 0:
+            return self._drop(-1 - o)
         tl = p[0] << 8 | p[1]
-        o = 2 + tl + (2 if qos else 0)
-        if o > r:
-            return self._drop(MALFORMED)
-        if qos:
+        if flags & pkt.QOS1:
             self._ack[2] = p[o - 2]
             self._ack[3] = p[o - 1]
             if not self._out(self._ack, 4, now):
@@ -441,14 +385,14 @@ class Link:
         st = self._status
         # find() over a range exactly as long as the needle: a match only at its start
         if tl == len(st) and p.find(st, 2, 2 + tl) == 2:
-            self._tier = n == len(_ONLINE) and p.find(_ONLINE, o, r) == o
+            self._tier = n == len(self._online) and p.find(self._online, o, r) == o
             return True
         dn = self._down
         if tl <= len(dn) or p.find(dn, 2, 2 + len(dn)) != 2:
-            return self._drop(UNEXPECTED)
+            return self._drop(pkt.UNEXPECTED)
         if self._on is None:
-            return self._drop(UNCLAIMED)  # before the first poll(): nobody waits for it
-        copy(p, 0, p, o, n)  # the payload to the start of the buffer, over the topic
+            return self._drop(pkt.UNCLAIMED)  # before the first poll(): nobody waits for it
+        pkt.copy(p, 0, p, o, n)  # the payload to the start of the buffer, over the topic
         self.delivered += 1
         self._news += 1
         self._on(p, n)

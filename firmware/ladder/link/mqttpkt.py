@@ -18,6 +18,14 @@ except ImportError:  # CPython
         return x
 
 
+# The two packets without a body, and first bytes of the fixed header (type << 4 | flags).
+PINGREQ = b"\xc0\x00"
+DISCONNECT = b"\xe0\x00"
+PUBLISH = const(0x30)
+QOS1 = const(0x02)
+RETAIN = const(0x01)
+DUP = const(0x08)
+
 # Parser states.
 _TYPE = const(0)
 _LEN = const(1)
@@ -68,6 +76,32 @@ def put_str(buf, o, s):
     buf[o + 1] = n & 0xFF
     buf[o + 2 : o + 2 + n] = s  # same length on both sides: copies in place, no allocation
     return o + 2 + n
+
+
+def put_publish(buf, first, topic, pid, n):
+    """A PUBLISH up to its payload at buf[0]: fixed header (first byte, the length of an n-byte
+    payload), topic, packet id (pid 0: QoS 0, none). Returns where the payload goes."""
+    buf[0] = first
+    o = put_len(buf, 1, 2 + len(topic) + (2 if pid else 0) + n)
+    o = put_str(buf, o, topic)
+    if pid:
+        buf[o] = pid >> 8
+        buf[o + 1] = pid & 0xFF
+        o += 2
+    return o
+
+
+def publish_payload(flags, p, r):
+    """Where the payload of an incoming PUBLISH starts in its body p[:r] (after the topic and,
+    at QoS 1, the packet id), or -1 - why it is dropped (MALFORMED; UNEXPECTED for QoS 2,
+    which a board never asks for)."""
+    qos = (flags >> 1) & 3
+    if qos == 3 or r < 2:
+        return -1 - MALFORMED
+    if qos == 2:
+        return -1 - UNEXPECTED
+    o = 2 + (p[0] << 8 | p[1]) + (2 if qos else 0)
+    return -1 - MALFORMED if o > r else o
 
 
 def _lp(s):

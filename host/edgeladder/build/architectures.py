@@ -40,14 +40,10 @@ def _conv(
     rank: int,
     input_shape: Sequence[int],
     classes: int,
-    *,
-    filters: Sequence[int],
-    kernel: int,
-    pool: int,
-    dense_units: Sequence[int],
-    dropout: float,
-    head: str,
+    layers: tuple[Sequence[int], int, int, Sequence[int], float, str],
 ) -> Any:
+    """``layers``: (filters, kernel, pool, dense units, dropout, head), as the recipe says."""
+    filters, kernel, pool, dense_units, dropout, head = layers
     k = _keras()
     conv = k.layers.Conv1D if rank == 1 else k.layers.Conv2D
     pooling = k.layers.MaxPooling1D if rank == 1 else k.layers.MaxPooling2D
@@ -71,58 +67,33 @@ def _conv(
     return k.Sequential(layers)
 
 
-def conv1d(
-    input_shape: Sequence[int],
-    classes: int,
-    *,
-    filters: Sequence[int] = (16,),
-    kernel: int = 3,
-    pool: int = 2,
-    dense: Sequence[int] = (),
-    dropout: float = 0.0,
-    head: str = "flatten",
-) -> Any:
-    """1-D convolutions over time series (T, C)."""
-    if len(input_shape) != 2:
-        raise RecipeError(f"conv1d needs samples shaped (T, C), got {tuple(input_shape)}")
-    return _conv(
-        1,
-        input_shape,
-        classes,
-        filters=filters,
-        kernel=kernel,
-        pool=pool,
-        dense_units=dense,
-        dropout=dropout,
-        head=head,
-    )
+def _conv_arch(dims: int, layout: str, doc: str) -> Callable[..., Any]:
+    """The ``conv{dims}d`` architecture: samples shaped ``layout``, layers from :func:`_conv`."""
+    name = f"conv{dims}d"
+
+    def arch(
+        input_shape: Sequence[int],
+        classes: int,
+        *,
+        filters: Sequence[int] = (16,),
+        kernel: int = 3,
+        pool: int = 2,
+        dense: Sequence[int] = (),
+        dropout: float = 0.0,
+        head: str = "flatten",
+    ) -> Any:
+        if len(input_shape) != dims + 1:
+            raise RecipeError(f"{name} needs samples shaped {layout}, got {tuple(input_shape)}")
+        return _conv(dims, input_shape, classes, (filters, kernel, pool, dense, dropout, head))
+
+    # the name shows in a bad parameter's TypeError ("conv1d() got an unexpected keyword ...")
+    arch.__name__ = arch.__qualname__ = name
+    arch.__doc__ = doc
+    return arch
 
 
-def conv2d(
-    input_shape: Sequence[int],
-    classes: int,
-    *,
-    filters: Sequence[int] = (16,),
-    kernel: int = 3,
-    pool: int = 2,
-    dense: Sequence[int] = (),
-    dropout: float = 0.0,
-    head: str = "flatten",
-) -> Any:
-    """2-D convolutions over images (H, W, C)."""
-    if len(input_shape) != 3:
-        raise RecipeError(f"conv2d needs samples shaped (H, W, C), got {tuple(input_shape)}")
-    return _conv(
-        2,
-        input_shape,
-        classes,
-        filters=filters,
-        kernel=kernel,
-        pool=pool,
-        dense_units=dense,
-        dropout=dropout,
-        head=head,
-    )
+conv1d = _conv_arch(1, "(T, C)", "1-D convolutions over time series (T, C).")
+conv2d = _conv_arch(2, "(H, W, C)", "2-D convolutions over images (H, W, C).")
 
 
 ARCHITECTURES: dict[str, Callable[..., Any]] = {

@@ -182,8 +182,9 @@ def _validate(ds: Dataset, path: Path | None) -> None:
                 f"label {y[i]} at {yn}[{i}] is out of range 0..{ds.num_classes - 1}"
                 f" ({ds.num_classes} labels)"
             )
-        if not np.all(np.isfinite(x)):
-            fail(f"{xn} contains NaN or infinite values")
+        bad_values = _not_float32(x)
+        if bad_values:
+            fail(f"{xn} {bad_values}: fix, rescale or drop those samples")
     if ds.x_test is not None and ds.x_test.shape[1:] != ds.x.shape[1:]:
         fail(f"x_test samples have shape {ds.x_test.shape[1:]} but x samples {ds.x.shape[1:]}")
     if ds.num_classes < 2:
@@ -193,6 +194,62 @@ def _validate(ds: Dataset, path: Path | None) -> None:
     if ds.x_test is not None:
         ds.x_test = ds.x_test.astype(np.float32)
         ds.y_test = ds.y_test.astype(np.int64)
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _not_float32(x: np.ndarray) -> str:
+    """What in ``x`` training in float32 cannot take ("" if nothing): NaN, inf, too large."""
+    if not np.issubdtype(x.dtype, np.floating):
+        return ""  # integers and booleans are finite (int64 beyond 3.4e38 does not exist)
+    finite = np.isfinite(x)
+    n_bad = int(x.size - np.count_nonzero(finite))
+    if n_bad:
+        return f"contains NaN or infinite values: {n_bad:,} of {x.size:,}"
+    n_big = int(np.count_nonzero(np.abs(x) > _F32_MAX))
+    if n_big:
+        return (
+            f"contains values beyond float32's range, which training uses (|v| >"
+            f" {_F32_MAX:.3g}): {n_big:,} of {x.size:,}"
+        )
+    return ""
+
+
+# Beyond this after normalization, float32 training overflows: Adam squares the gradients,
+# and a gradient grows with its input (1e12 leaves room for fan-in and the hidden layers).
+_MAX_NORMALIZED = 1e12
+
+
+def check_normalized(
+    split: Split, offset: np.ndarray, scale: np.ndarray, mode: str, source: str | Path
+) -> None:
+    """Refuse, before any tier trains, data that float32 training turns into ``loss=nan``:
+    per-channel statistics that overflowed, and normalized values that are not finite or so
+    large that the squared gradients overflow."""
+
+    def fail(what: str) -> None:
+        raise DatasetError(
+            f"{what}: the data's values overflow float32 training; rescale them (e.g. to"
+            " physical units) or pick another normalization in the recipe",
+            source,
+        )
+
+    for name, stat in (("offset", offset), ("scale", scale)):
+        n_bad = int(stat.size - np.count_nonzero(np.isfinite(stat)))
+        if n_bad:
+            fail(f"x_train's {mode!r} normalization {name} is not finite in {n_bad} channel(s)")
+    for name in ("x_train", "x_val", "x_test"):
+        x = getattr(split, name)
+        bad = _not_float32(x)
+        if bad:
+            fail(f"{name} after {mode!r} normalization {bad}")
+        n_big = int(np.count_nonzero(np.abs(x) > _MAX_NORMALIZED))
+        if n_big:
+            fail(
+                f"{name} after {mode!r} normalization contains values beyond"
+                f" ±{_MAX_NORMALIZED:.0e}: {n_big:,} of {x.size:,}"
+            )
 
 
 def _stratified_take(y: np.ndarray, idx: np.ndarray, frac: float, rng) -> np.ndarray:

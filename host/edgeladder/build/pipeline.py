@@ -19,11 +19,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeladder import __version__
-from edgeladder.util import atomic
 from edgeladder.boards import registry as boards
-from edgeladder.build.dataset import Split, load_dataset, normalize_stats, split_dataset
-from edgeladder.errors import BuildError
+from edgeladder.build.dataset import (
+    Split,
+    check_normalized,
+    load_dataset,
+    normalize_stats,
+    split_dataset,
+)
 from edgeladder.build.recipe import Recipe, TierSpec
+from edgeladder.errors import BuildError
+from edgeladder.util import atomic
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -120,6 +126,7 @@ def build(
     split = split_dataset(ds, seed=recipe.seed, validation=recipe.validation, test=recipe.test)
     offset, scale = normalize_stats(split.x_train, recipe.normalize)
     norm = _normalized(split, offset, scale)
+    check_normalized(norm, offset, scale, recipe.normalize, recipe.source)
     trainer = _Trainer(recipe, norm, ds.num_classes, progress)
     with atomic.staged_dir(out) as stage:
         tiers = trainer.run_all(stage)
@@ -323,12 +330,12 @@ class _Trainer:
         return {"accuracy_float": round(acc_f, 6), "accuracy_int8": round(acc_q, 6)}
 
     def _write(self, tier: TierSpec, model, tfl: bytes, stage: Path) -> dict[str, Any]:
-        from edgeladder.model.compiler import compile_model, default_output, write_compiled
+        from edgeladder.build.quantize import with_softmax
         from edgeladder.model.carray import write_c_array
+        from edgeladder.model.compiler import compile_model, default_output, write_compiled
         from edgeladder.model.litert import Int8Runner
         from edgeladder.model.tflite.reader import read_model
         from edgeladder.model.tflite.summary import summarize
-        from edgeladder.build.quantize import with_softmax
 
         d = stage / tier.name
         d.mkdir(parents=True, exist_ok=True)

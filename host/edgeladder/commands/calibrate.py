@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from edgeladder.commands.options import FILE, json_option, target_options
+
 
 def _pairs(kind: type):
     """A click callback parsing ``a=1,b=2`` into ``{"a": kind(1), "b": kind(2)}``."""
@@ -31,22 +33,25 @@ def _pairs(kind: type):
     return parse
 
 
+def _pairs_option(name: str, kind: type, default: str, help: str):
+    """``--NAME a=1,b=2`` into the parameter ``NAMEs`` (Options' field): ``{"a": kind(1), ...}``."""
+    return click.option(
+        name,
+        name[2:] + "s",
+        callback=_pairs(kind),
+        default=default,
+        show_default=bool(default),
+        help=help,
+    )
+
+
 @click.command("calibrate")
 @click.argument("build", metavar="BUILD_DIR_OR_TASK", type=click.Path(path_type=Path))
-@click.option(
-    "--target-accuracy",
-    type=float,
-    default=None,
-    metavar="DELTA",
-    help="Cheapest ladder with accuracy >= the largest tier's + DELTA on the split"
+@target_options(
+    "Cheapest ladder with accuracy >= the largest tier's + DELTA on the split"
     " [default: -0.003, i.e. 0.3 points below].",
-)
-@click.option(
-    "--max-escalation",
-    type=float,
-    default=None,
-    metavar="RATE",
-    help="Instead: the most accurate ladder that sends at most RATE of the inputs off the board.",
+    "Instead: the most accurate ladder that sends at most RATE of the inputs off the board.",
+    None,
 )
 @click.option(
     "--measure",
@@ -56,30 +61,31 @@ def _pairs(kind: type):
     help="Gate confidence; auto: the highest AUROC per stage.",
 )
 @click.option("--deadline-ms", type=int, default=200, show_default=True)
-@click.option(
+@_pairs_option(
     "--cost",
-    callback=_pairs(float),
-    default="gateway=1,cloud=5",
-    show_default=True,
-    help="Cost units of an input reaching a stage (by stage name or where).",
+    float,
+    "gateway=1,cloud=5",
+    "Cost units of an input reaching a stage (by stage name or where).",
 )
-@click.option(
-    "--budget",
-    callback=_pairs(int),
-    default="",
-    help="budget_ms per stage or where [defaults: edge=20,gateway=80,cloud=150].",
+@_pairs_option(
+    "--budget", int, "", "budget_ms per stage or where [defaults: edge=20,gateway=80,cloud=150]."
 )
-@click.option(
-    "--rtt",
-    callback=_pairs(int),
-    default="",
-    help="expected_rtt_ms per remote stage or where [defaults: gateway=15,cloud=40].",
+@_pairs_option(
+    "--rtt", int, "", "expected_rtt_ms per remote stage or where [defaults: gateway=15,cloud=40]."
 )
 @click.option(
     "--split",
     default="val",
     show_default=True,
     help="val, or train+val (biased: the tiers were fitted on train). Never test.",
+)
+@click.option(
+    "--confidence",
+    type=float,
+    default=0.9,
+    show_default=True,
+    help="Of the bound on each gated stage's error rate that the chosen point must meet the"
+    " target by (docs/calibration.md).",
 )
 @click.option("--best-effort", is_flag=True, help="Take the most accurate point if none meets.")
 @click.option(
@@ -91,26 +97,18 @@ def _pairs(kind: type):
 @click.option(
     "--out",
     "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="ladder.json to write (default: BUILD/ladder.json); calibration.json/.png go beside it.",
 )
 @click.option("--no-plot", is_flag=True, help="Skip calibration.png.")
-@click.option("--json", "as_json", is_flag=True, help="Print calibration.json to stdout.")
+@json_option("calibration.json")
 def calibrate(
     build: Path,
     target_accuracy: float | None,
-    max_escalation: float | None,
-    measure: str,
-    deadline_ms: int,
-    cost: dict,
-    budget: dict,
-    rtt: dict,
-    split: str,
-    best_effort: bool,
     no_robust: bool,
-    out: Path | None,
     no_plot: bool,
     as_json: bool,
+    **options: Any,
 ) -> None:
     """Choose the ladder's gates and thresholds on BUILD's validation split; write ladder.json.
 
@@ -121,22 +119,11 @@ def calibrate(
     from edgeladder.policy.calibrate import Options
     from edgeladder.policy.calibrate import calibrate as run
 
-    if target_accuracy is not None and max_escalation is not None:
+    if target_accuracy is not None and options["max_escalation"] is not None:
         raise click.UsageError("give --target-accuracy or --max-escalation, not both")
-    opts = Options(
-        target_accuracy=-0.003 if target_accuracy is None else target_accuracy,
-        max_escalation=max_escalation,
-        measure=measure,
-        deadline_ms=deadline_ms,
-        costs=cost,
-        budgets=budget,
-        rtts=rtt,
-        split=split,
-        best_effort=best_effort,
-        robust=not no_robust,
-        out=out,
-        plot=not no_plot,
-    )
+    # the other options are named as Options' fields (--cost is `costs`, ...)
+    target = -0.003 if target_accuracy is None else target_accuracy
+    opts = Options(target_accuracy=target, robust=not no_robust, plot=not no_plot, **options)
     result = run(build, opts)
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
@@ -203,8 +190,23 @@ def print_summary(r: dict[str, Any]) -> None:
     for name, acc in r["tiers_alone"].items():
         ladder.add_row(f"{name} alone", _pct(acc), "", "", "")
     console.print(ladder)
+    _print_evidence(console, r)
     rules = r["chosen"]["rules"]
     if "note" in rules:
         console.print(f"[yellow]note:[/] {rules['note']}")
     written = [r["ladder_json"], str(Path(r["ladder_json"]).with_name("calibration.json"))]
     console.print("wrote " + ", ".join(written + ([r["plot"]] if r["plot"] else [])))
+
+
+def _print_evidence(console, r: dict[str, Any]) -> None:
+    """How much the split can promise: the board stage's error bound and the kept inputs."""
+    board, ch = r["stages"][0], r["chosen"]
+    b, ev = board["bound"], ch["evidence"]
+    console.print(
+        f"evidence: {board['name']} made {b['errors']} errors in {b['inputs']} inputs; at"
+        f" {b['confidence']:.0%} confidence its error rate is <= {b['error_rate_upper']:.2%}"
+        f" (T {board['temperature']:.3f} -> {b['temperature']:.3f} for the bound). The board"
+        f" keeps {ev['kept']} inputs: {ev['kept_errors']} errors there,"
+        f" {ev['kept_expected_errors']:.2f} expected, {ev['kept_bound_errors']:.2f} at the bound;"
+        f" ladder accuracy at the bound {_pct(ch['bound_accuracy'])}"
+    )

@@ -7,16 +7,18 @@ from pathlib import Path
 
 import click
 
+from edgeladder.commands.options import FILE, json_option
+
 
 @click.command("compile")
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="Where to write the model file (default: MODEL.ldr next to MODEL).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@json_option("the summary")
 def compile(model: Path, output: Path | None, as_json: bool) -> None:
     """Compile an int8 MODEL (.tflite) into the board's model file."""
     from edgeladder.model.compiler import compile_model, default_output, write_compiled

@@ -8,27 +8,15 @@ import time
 
 import click
 
-from edgeladder.errors import EdgeladderError
-
-
-class ConsoleError(EdgeladderError):
-    """The serial port cannot be opened or read."""
+from edgeladder.device.ports import BoardNotAnsweringError, open_serial
 
 
 def stream(port: str, out, *, baudrate: int = 115200, seconds: float | None = None) -> None:
     """Copy bytes from ``port`` to the binary stream ``out`` until Ctrl-C or ``seconds``."""
-    try:
-        import serial
-    except ImportError as e:
-        raise ConsoleError("pyserial is missing; install it with `pip install pyserial`") from e
-    try:
-        # Same as mpremote: pyserial may assert DTR/RTS on open (no reset on ESP32 devkits).
-        link = serial.serial_for_url(port, baudrate=baudrate, timeout=0.1)
-    except (serial.SerialException, OSError, ValueError) as e:
-        raise ConsoleError(
-            f"cannot open serial port {port}: {e}; check the path and that no other "
-            "program (mpremote, esptool, another console) holds it"
-        ) from e
+    import serial
+
+    # Same as mpremote: pyserial may assert DTR/RTS on open (no reset on ESP32 devkits).
+    link = open_serial(port, baudrate=baudrate, timeout=0.1)
     deadline = None if seconds is None else time.monotonic() + seconds
     try:
         while deadline is None or time.monotonic() < deadline:
@@ -37,7 +25,9 @@ def stream(port: str, out, *, baudrate: int = 115200, seconds: float | None = No
                 out.write(data)
                 out.flush()
     except serial.SerialException as e:
-        raise ConsoleError(f"serial port {port} failed: {e}") from e
+        raise BoardNotAnsweringError(
+            f"serial port {port} failed while reading ({e}): was the board unplugged?"
+        ) from e
     finally:
         link.close()
 

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import click
 
-_DIR = click.Path(file_okay=False, path_type=Path)
+from edgeladder.commands.options import FOLDER, json_option
 
 
 @click.command("convert")
 @click.argument("model", type=click.Path(dir_okay=True, path_type=Path))
-@click.option("--c-array", "c_array", type=_DIR, help="Write <name>.h and <name>.c here.")
+@click.option("--c-array", "c_array", type=FOLDER, help="Write <name>.h and <name>.c here.")
 @click.option(
-    "--micropython", type=_DIR, help="Write <name>.py and a manifest.py for freezing here."
+    "--micropython", type=FOLDER, help="Write <name>.py and a manifest.py for freezing here."
 )
 @click.option("--name", help="C identifier / module name (default: <file stem>_model).")
 @click.option("--allow-float", is_flag=True, help="Export a model that is not int8 as well.")
-@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+@json_option("what was written")
 def convert(
     model: Path,
     c_array: Path | None,

@@ -7,24 +7,23 @@ from pathlib import Path
 
 import click
 
+from edgeladder.commands.options import FILE, FOLDER, board_option, json_option, port_option
+
 
 @click.command("deploy")
 @click.argument("task", type=click.Path(path_type=Path))
-@click.option("--board", default="esp32", show_default=True, help="Board file name (boards/).")
-@click.option("--port", "-p", required=True, help="Serial port, or a virtual board's pty.")
+@board_option
+@port_option
 @click.option(
-    "--build",
-    "build_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Build folder of the task (default: build/<task>/).",
+    "--build", "build_dir", type=FOLDER, help="Build folder of the task (default: build/<task>/)."
 )
 @click.option(
     "--device-json",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="Ship this file as the board's /device.json (its id, fleet, link).",
 )
 @click.option("--no-reset", is_flag=True, help="Leave the board in the raw REPL, no soft reset.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option()
 def deploy(
     task: Path,
     board: str,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from edgeladder.commands.options import FILE, board_option, port_option
+
 _STAGES = {
     "connect": "Connecting",
     "erase": "Erasing flash",
@@ -15,18 +17,13 @@ _STAGES = {
 
 
 @click.command("flash")
-@click.option("--board", default="esp32", show_default=True, help="Board file name (boards/).")
-@click.option(
-    "--port",
-    "-p",
-    required=True,
-    help="Serial port, a virtual board's pty, or rfc2217://HOST:PORT.",
-)
+@board_option
+@port_option
 @click.option(
     "--firmware",
     "-f",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=FILE,
     help="Firmware image (.bin), e.g. MicroPython for the board's chip.",
 )
 @click.option("--erase", is_flag=True, help="Erase the whole flash first (wipes the filesystem).")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from edgeladder.boards.select import FitReport
+    from edgeladder.boards.fit import FitReport
 
 _POSITIVE = click.FloatRange(min=0, min_open=True)
 
@@ -80,8 +80,8 @@ def fit(model: Path, board_name: str, as_json: bool) -> None:
     """Check that MODEL (.tflite or compiled .ldr) fits a device board: heap, flash and the
     filesystem, with an estimated latency. Exit status 0 when it fits; when it does not, the
     figures still print, then one error line says by how much, and the exit status is 1."""
+    from edgeladder.boards.fit import fit as check
     from edgeladder.boards.select import HardwareError
-    from edgeladder.boards.select import fit as check
 
     report = check(model, board_name)
     if as_json:

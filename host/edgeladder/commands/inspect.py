@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
+from edgeladder.commands.options import json_option
+
 
 @click.command("inspect")
 @click.argument("model", type=click.Path(dir_okay=True, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@json_option("the summary")
 def inspect(model: Path, as_json: bool) -> None:
     """Show the ops (with MACs), tensors and quantization of MODEL (.tflite), and whether
     every op runs on the board (checked by compiling it for the board engine)."""

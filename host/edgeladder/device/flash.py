@@ -6,17 +6,18 @@ unless told not to), uploads esptool's flasher stub, optionally erases the whole
 the image at the board file's ``flash_offset`` (compressed, with esptool's MD5 check), verifies
 the MD5 once more, and resets the board into the new firmware.
 
-Every failure leaves as one :class:`FlashError` subclass whose message is one line that says
-what to do: a port that does not exist or is busy, a board that does not answer, an image for
-another chip, esptool errors. A port is whatever pyserial opens: ``/dev/ttyUSB0``, a virtual
-board's pty, ``rfc2217://host:port``.
+Every failure leaves as one line that says what to do: the device layer's
+:class:`~edgeladder.device.ports.PortError` for a port that does not exist, is busy or where
+nothing listens (the same check and messages as ``deploy``), :class:`BoardNotAnsweringError`
+for a board whose bootloader does not answer, and a :class:`FlashError` for an image for
+another chip or any other esptool error. A port is whatever pyserial opens: ``/dev/ttyUSB0``,
+a virtual board's pty, ``rfc2217://host:port``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from edgeladder.boards import registry as boards
+from edgeladder.device.ports import (
+    BoardNotAnsweringError,
+    DeviceError,
+    PortError,
+    check_port,
+    has_reset_lines,
+    open_error,
+)
 from edgeladder.errors import EdgeladderError
 
 # progress(stage, done, total): stage is "connect", "erase", "write" or "verify".
@@ -34,16 +43,8 @@ _IMAGE_MAGIC = 0xE9
 _CHIP_ID_OFFSET = 12  # u16 in the extended header, after the 8-byte header and 4 bytes
 
 
-class FlashError(EdgeladderError):
+class FlashError(DeviceError):
     """Flashing a board failed."""
-
-
-class PortError(FlashError):
-    """The serial port does not exist or another program holds it."""
-
-
-class BoardNotAnsweringError(FlashError):
-    """Something is on the port, but no ESP bootloader answers there."""
 
 
 class WrongChipError(FlashError):
@@ -126,11 +127,11 @@ def flash_firmware(
             f"{board.name}'s {board.flash_bytes} bytes of flash",
             firmware,
         )
-    _check_port(port)
+    check_port(port)
 
     report = progress or (lambda stage, done, total: None)
     logger = _Capture(report)
-    if not _has_reset_lines(port):
+    if not has_reset_lines(port):
         # A pty (a virtual board's port) has no DTR/RTS, like a board without the auto-reset
         # circuit: esptool would only warn and go on, so say it once and skip the toggling.
         logger.lines.append(f"note: {port} has no DTR/RTS lines; not resetting the board")
@@ -197,41 +198,14 @@ def flash_firmware(
     )
 
 
-def _has_reset_lines(port: str) -> bool:
-    return "://" in port or not os.path.realpath(port).startswith("/dev/pts/")
-
-
-def _check_port(port: str) -> None:
-    if "://" in port:
-        return  # rfc2217://, socket://: let pyserial try
-    if not os.path.exists(port):
-        raise PortError(
-            f"serial port {port} does not exist: plug the board in and check the port name "
-            "(ls /dev/ttyUSB* /dev/ttyACM*), or start a virtual board with `edgeladder sim board`"
-        )
-
-
-def _translate(e: Exception, port: str, lines: list[str]) -> FlashError:
+def _translate(e: Exception, port: str, lines: list[str]) -> DeviceError:
+    """One error for what esptool or pyserial raised: the port's, the bootloader's, or flash's."""
+    found = open_error(port, e)
+    if found is not None:
+        return found
     msg = str(e)
     low = msg.lower()
     first = next((ln.strip() for ln in msg.splitlines() if ln.strip()), type(e).__name__)
-    if "connection refused" in low or "name or service not known" in low:
-        return PortError(
-            f"nothing listens at {port}: start the virtual board (`edgeladder sim board`) "
-            "or the RFC2217 server, and check the host and port"
-        )
-    if "exclusively lock" in low or "resource temporarily unavailable" in low:
-        return PortError(
-            f"serial port {port} is busy: close the program that holds it (a serial monitor, "
-            "mpremote, another flash) and retry"
-        )
-    if "permission denied" in low:
-        return PortError(
-            f"no permission to open {port}: add yourself to the dialout group "
-            "(sudo usermod -aG dialout $USER, then log in again)"
-        )
-    if "could not open" in low:
-        return PortError(f"cannot open {port}: {first}; check the port name")
     if "failed to connect" in low or "no serial data received" in low:
         return BoardNotAnsweringError(
             f"no ESP bootloader answers on {port}: hold BOOT, press and release EN, release "
@@ -240,6 +214,19 @@ def _translate(e: Exception, port: str, lines: list[str]) -> FlashError:
     if "wrong chip argument" in low or ("image" in low and "not an" in low):
         return WrongChipError(f"{first}: use firmware and --board for the chip on {port}")
     return FlashError(f"flashing over {port} failed: {first}")
+
+
+__all__ = [
+    "BoardNotAnsweringError",
+    "FirmwareError",
+    "FlashError",
+    "FlashResult",
+    "PortError",
+    "WrongChipError",
+    "check_image",
+    "chip_ids",
+    "flash_firmware",
+]
 
 
 class _Capture:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+from edgeladder.model import quantmath
+
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
@@ -54,9 +56,9 @@ def srmbpot(x: int, exponent: int) -> int:
 
 
 def multiply_by_quantized_multiplier(x: int, multiplier: int, shift: int) -> int:
-    """TFLite's MultiplyByQuantizedMultiplier, double rounding: x * multiplier * 2**(shift - 31)."""
-    left, right = max(shift, 0), max(-shift, 0)
-    return rdbpot(srdhm(x * (1 << left), multiplier), right)
+    """TFLite's MultiplyByQuantizedMultiplier on one int: its one home is
+    :func:`edgeladder.model.quantmath.multiply_by_quantized_multiplier` (numpy, any shape)."""
+    return int(quantmath.multiply_by_quantized_multiplier(x, multiplier, shift))
 
 
 def multiply_greater_than_one(x: int, multiplier: int, left_shift: int) -> int:

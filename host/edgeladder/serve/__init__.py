@@ -3,12 +3,15 @@
 An int8 ``.tflite`` under LiteRT (no TensorFlow on a Pi), fed with escalations over MQTT or a
 serial port, answered in dynamic micro-batches (docs/serving.md). One job per module:
 
+``app``      ``ServeOptions``, ``create(opts)`` and ``ServeApp.run()``: the assembled tier
+``stage``    the stage core, transport-free: check, queue, answer or forward, reply to a sink
+``links``    one link per transport (``mqtt``, ``serial``) behind one ``TierLink`` interface
 ``runner``   the model: batch-capable copy of the .tflite, one interpreter per batch bucket
 ``batcher``  a bounded queue and a worker that forms micro-batches
-``server``   the stage logic: check, queue, answer or forward, reply
-``metrics``  the Prometheus registry of one server
+``metrics``  the Prometheus registry of one tier
 ``http``     ``/v2/health/live``, ``/v2/health/ready``, ``/metrics``
 ``reload``   watch the model file and swap in a new runner between batches
+``process``  ``edgeladder serve`` as a child process (the demo, the tests, the bench)
 """
 
 from __future__ import annotations

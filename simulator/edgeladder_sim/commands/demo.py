@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from edgeladder.commands.options import json_option, target_options
+
 
 @click.command()
 @click.argument("task", required=False, default="models/digits", type=click.Path(path_type=Path))
@@ -27,22 +29,17 @@ import click
     help="The broker to start: embedded amqtt, or Debian's mosquitto.",
 )
 @click.option("--mqtt", "mqtt_url", help="Use this broker (mqtt://host:port) instead.")
-@click.option(
-    "--target-accuracy",
-    type=float,
-    default=-0.003,
-    show_default=True,
-    help="Calibrate for accuracy within this of the large tier (validation split).",
-)
-@click.option(
-    "--max-escalation", type=float, help="Calibrate for at most this share escalated instead."
+@target_options(
+    "Calibrate for accuracy within DELTA of the large tier (validation split).",
+    "Calibrate for at most this share escalated instead.",
+    -0.003,
 )
 @click.option("--no-outage", is_flag=True, help="Skip the pass with the gateway killed.")
 @click.option(
     "--out", type=click.Path(path_type=Path), help="Report folder (default build/<task>/demo)."
 )
 @click.option("--keep", type=click.Path(path_type=Path), help="Keep boards' flash and logs here.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON only.")
+@json_option("the summary only")
 def demo(
     task: Path,
     build_dir: Path | None,

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from edgeladder.errors import EdgeladderError
-from ladder import wire
+from ladder import topics, wire
+
+_HEAP_KINDS = (topics.KIND[wire.HELLO], topics.KIND[wire.HEARTBEAT])  # they carry free heap
 
 
 class MonitorError(EdgeladderError):
@@ -27,7 +29,7 @@ class Traffic:
     rejects: int = 0
     status: dict[str, list[tuple[float, str]]] = field(default_factory=dict)  # tier -> events
     heap_free: dict[int, int] = field(default_factory=dict)  # device -> lowest reported
-    bad: int = 0  # device messages that did not decode
+    bad: int = 0  # device messages that did not decode, topics that ladder.topics refuses
 
 
 class Monitor:
@@ -60,27 +62,32 @@ class Monitor:
         self._client.disconnect()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
-        client.subscribe(f"el/{self.fleet}/#", qos=1)
+        client.subscribe(topics.fleet_filter(self.fleet), qos=1)
 
     def _on_message(self, client, userdata, msg) -> None:
         now = time.monotonic()
-        parts = msg.topic.split("/")
         with self._lock:
             t = self.traffic
-            if len(parts) == 6 and parts[2] == "dev" and parts[4] == wire.UP and parts[5] == "esc":
-                t.escalations.append((now, int(parts[3], 16), len(msg.payload)))
+            try:
+                _, tree, who, leaf, kind = topics.parse(msg.topic)
+            except ValueError:  # not a topic of the tree (an id in another spelling, ...)
+                t.bad += 1
+                self._lock.notify_all()
+                return
+            if tree == topics.TIER:
+                if leaf == topics.STATUS:
+                    text = msg.payload.decode(errors="replace")
+                    t.status.setdefault(who, []).append((now, text))
+            elif leaf == topics.UP and kind == topics.KIND[wire.ESCALATE]:
+                t.escalations.append((now, who, len(msg.payload)))
                 # fixed header (2) + topic length (2) + topic + payload; QoS 0: no packet id
                 t.escalation_packets.append(2 + 2 + len(msg.topic) + len(msg.payload))
-            elif len(parts) == 6 and parts[4] == wire.UP and parts[5] in ("hello", "hb"):
-                self._heap(int(parts[3], 16), msg.payload)
-            elif len(parts) == 6 and parts[4] == wire.DOWN:
-                if parts[5] == "res":
-                    t.results += 1
-                elif parts[5] == "rej":
-                    t.rejects += 1
-            elif len(parts) == 5 and parts[2] == "tier" and parts[4] == "status":
-                text = msg.payload.decode(errors="replace")
-                t.status.setdefault(parts[3], []).append((now, text))
+            elif leaf == topics.UP and kind in _HEAP_KINDS:
+                self._heap(who, msg.payload)
+            elif leaf == topics.DOWN and kind == topics.KIND[wire.RESULT]:
+                t.results += 1
+            elif leaf == topics.DOWN and kind == topics.KIND[wire.REJECT]:
+                t.rejects += 1
             self._lock.notify_all()
 
     def _heap(self, device: int, payload: bytes) -> None:

@@ -53,6 +53,11 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def _point(ax, rate: float, accuracy: float, marker: str, color: str, label: str) -> None:
+    """One (escalation rate, accuracy) point of the sweep plot, in percent."""
+    ax.plot(100 * rate, 100 * accuracy, marker, ms=9, color=color, label=label)
+
+
 def plot_calibration(report: DemoReport) -> bytes:
     """Accuracy vs escalation rate: the sweep, the chosen threshold, the run, fixed, tiers."""
     fig, ax = _figure()
@@ -73,23 +78,12 @@ def plot_calibration(report: DemoReport) -> bytes:
             )
     ladder = ladder_summary(report)
     if ladder.accuracy is not None and ladder.escalation_rate is not None:
-        ax.plot(
-            100 * ladder.escalation_rate,
-            100 * ladder.accuracy,
-            "D",
-            ms=9,
-            color="#000",
-            label="ladder, this run",
-        )
+        _point(ax, ladder.escalation_rate, ladder.accuracy, "D", "#000", "ladder, this run")
     fixed = " / ".join(f"{v:.2f}" for v in report.fixed_thresholds.values())
-    ax.plot(
-        100 * report.fixed_escalation_rate,
-        100 * report.fixed_accuracy,
-        "s",
-        ms=9,
-        color="#ff8f00",
-        label=f"fixed thresholds {fixed}",
-    )
+    _point(
+        ax, report.fixed_escalation_rate, report.fixed_accuracy, "s", "#ff8f00",
+        f"fixed thresholds {fixed}",
+    )  # fmt: skip
     # Tiers with the same point (medium and large often tie) share one marker and one label.
     points: dict[tuple[float, float], list[str]] = {}
     for tier, x in zip(TIERS, (0.0, 100.0, 100.0), strict=True):

@@ -222,7 +222,7 @@ def board_threshold_sweep(cfg: LadderConfig, logits, outputs, y) -> list[SweepPo
 
 
 def start_tiers(build_dir: Path, cfg: LadderConfig, url: str, workdir: Path, step: Step) -> dict:
-    from edgeladder_sim.demo.tierproc import TierProcess
+    from edgeladder.serve.process import ServeProcess
 
     remote = [s for s in cfg.stages if s.remote]
     if [s.where for s in remote] != [GATEWAY, CLOUD]:
@@ -233,15 +233,11 @@ def start_tiers(build_dir: Path, cfg: LadderConfig, url: str, workdir: Path, ste
     tiers = {}
     for s in remote:
         step(f"starting the {s.where} tier: edgeladder serve --stage {s.name} (LiteRT)")
-        t = TierProcess(
-            build_dir,
-            s.name,
-            tier_name=s.where,
-            mqtt_url=url,
-            fleet=FLEET,
-            log_path=workdir / f"{s.where}.log",
-        )
-        t.start()
+        # a child process each, as on a gateway: killing it is real (the broker sends its will)
+        t = ServeProcess(
+            build_dir, s.name, "--tier-name", s.where, "--mqtt", url, "--fleet", FLEET,
+            log=workdir / f"{s.where}.log", name=s.where,
+        ).start()  # fmt: skip
         tiers[s.where] = t
     return tiers
 

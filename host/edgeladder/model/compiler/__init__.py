@@ -4,7 +4,7 @@ The format is defined once in ``firmware/ladder/mformat.py`` and documented in
 ``docs/model-format.md``. Pipeline: read the TFLite file, prepare the graph (strip edge
 QUANTIZE/DEQUANTIZE, alias reshapes, drop shape arithmetic), compile each op into integer
 parameters and constants (``ops/``), plan the arena (``planner``), lay out the body
-(``layout``) and put the header with the body's sha256 in front.
+(``layout``) and put the header in front, its sha256 covering every byte after it.
 
 Only numpy is needed: no TensorFlow, no TFLite Micro.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeladder.model.compiler import layout, planner
-from edgeladder.model.compiler.fmt import mformat
+from edgeladder.model.compiler.fmt import mformat, pack
 from edgeladder.model.compiler.graph import PreparedGraph, prepare
 from edgeladder.model.compiler.ir import CompileError, OpContext, OpError, OpRecord, count
 from edgeladder.model.compiler.ops import EDGE_OPS, REGISTRY, SUPPORTED
@@ -53,8 +53,8 @@ class CompiledModel:
 
     @property
     def sha256(self) -> str:
-        """Hex digest of the body, as stored in the header."""
-        return hashlib.sha256(self.data[mformat.HEADER_SIZE :]).hexdigest()
+        """Hex digest stored in the header: of every byte after it (header fields and body)."""
+        return hashlib.sha256(self.data[mformat.HASHED_FROM :]).hexdigest()
 
 
 def _label(model: TfliteModel) -> str:
@@ -137,13 +137,15 @@ def compile_model(
             offset=arena_offset(t),
             size=count(tensor.shape),
         )
-    header = mformat.pack_header(
-        model_id, model_version, body, arena_size, len(rows), len(records),
-        info["input"].index, info["output"].index, info["input"].scale, info["input"].zero_point,
-        info["output"].scale, info["output"].zero_point, hashlib.sha256(body).digest(),
+    header = mformat.Header(
+        model_id=model_id, model_version=model_version, body_size=len(body),
+        arena_size=arena_size, n_tensors=len(rows), n_ops=len(records),
+        input_index=info["input"].index, output_index=info["output"].index,
+        in_scale=info["input"].scale, in_zp=info["input"].zero_point,
+        out_scale=info["output"].scale, out_zp=info["output"].zero_point,
     )  # fmt: skip
     return CompiledModel(
-        data=header + body,
+        data=pack(header, body),
         arena_size=arena_size,
         ops=[(r.name, r.source) for r in records],
         input=info["input"],

@@ -35,38 +35,35 @@ class PreparedGraph:
         return t
 
 
+# A float graph edge the board can still run: the op that converts it, which side of that op
+# the edge tensor is on, which side holds the int8 tensor, and what the board needs.
+_EDGES = {
+    "input": ("QUANTIZE", "inputs", "outputs", "the board takes int8 input (or a float input "
+              "whose only use is a QUANTIZE to int8)"),
+    "output": ("DEQUANTIZE", "outputs", "inputs", "the board gives int8 output (or a float "
+               "output made by a DEQUANTIZE from int8)"),
+}  # fmt: skip
+
+
+def _edge(model: TfliteModel, tensors: dict[int, Tensor], t: int, side: str, label: str):
+    """The int8 tensor behind graph edge ``t``, and the converting op dropped (or None)."""
+    if tensors[t].dtype == "INT8":
+        return t, None
+    op_name, edge_side, int8_side, need = _EDGES[side]
+    ops = [op for op in model.ops if t in getattr(op, edge_side)]
+    if not (
+        len(ops) == 1
+        and ops[0].op_name == op_name
+        and tensors[getattr(ops[0], int8_side)[0]].dtype == "INT8"
+    ):
+        raise CompileError(f"graph {side} {tensors[t].name!r} is {tensors[t].dtype}; {need}", label)
+    return getattr(ops[0], int8_side)[0], ops[0].index
+
+
 def _strip_edges(model: TfliteModel, tensors: dict[int, Tensor], label: str):
-    in_t, out_t = model.inputs[0], model.outputs[0]
-    dropped: list[int] = []
-    if tensors[in_t].dtype != "INT8":
-        users = [op for op in model.ops if in_t in op.inputs]
-        if not (
-            len(users) == 1
-            and users[0].op_name == "QUANTIZE"
-            and tensors[users[0].outputs[0]].dtype == "INT8"
-        ):
-            raise CompileError(
-                f"graph input {tensors[in_t].name!r} is {tensors[in_t].dtype}; the board takes "
-                "int8 input (or a float input whose only use is a QUANTIZE to int8)",
-                label,
-            )
-        dropped.append(users[0].index)
-        in_t = users[0].outputs[0]
-    if tensors[out_t].dtype != "INT8":
-        makers = [op for op in model.ops if out_t in op.outputs]
-        if not (
-            len(makers) == 1
-            and makers[0].op_name == "DEQUANTIZE"
-            and tensors[makers[0].inputs[0]].dtype == "INT8"
-        ):
-            raise CompileError(
-                f"graph output {tensors[out_t].name!r} is {tensors[out_t].dtype}; the board "
-                "gives int8 output (or a float output made by a DEQUANTIZE from int8)",
-                label,
-            )
-        dropped.append(makers[0].index)
-        out_t = makers[0].inputs[0]
-    return in_t, out_t, dropped
+    in_t, quantize = _edge(model, tensors, model.inputs[0], "input", label)
+    out_t, dequantize = _edge(model, tensors, model.outputs[0], "output", label)
+    return in_t, out_t, [i for i in (quantize, dequantize) if i is not None]
 
 
 def prepare(model: TfliteModel, label: str) -> PreparedGraph:

@@ -1,7 +1,8 @@
 """Threshold calibration for the ladder (``edgeladder calibrate``).
 
 scores (the tiers' int8 logits on a split) -> temperature (T per stage) -> metrics (ECE,
-AUROC) -> sweep (thresholds: accuracy, escalation, cost; the choice) -> ladder.json, with
+AUROC) -> bounds (the error rate the split allows, a pessimistic T) -> sweep (thresholds:
+accuracy, escalation, cost; the choice) -> ladder.json, with
 calibration.json and plot (calibration.png) beside it. run.calibrate ties them together.
 """
 

@@ -45,6 +45,10 @@ def plot_calibration(path: str | Path, report: dict[str, Any]) -> Path:
         ax.axvline(100 * target["max_escalation"], color="C3", ls="--", lw=1, label="target")
     ch, fx = report["chosen"], report["fixed_threshold"]["ladder"]
     ax.plot(100 * ch["escalation"], 100 * ch["accuracy"], "r*", ms=14, label="chosen", zorder=3)
+    if ch.get("bound_accuracy") is not None:
+        conf = report["stages"][0]["bound"]["confidence"]
+        at = (100 * ch["escalation"], 100 * ch["bound_accuracy"])
+        ax.plot(*at, "rv", ms=8, mfc="none", label=f"chosen, at the {conf:.0%} bound", zorder=3)
     fixed_at = (100 * fx["escalation_rate"], 100 * fx["accuracy"])
     ax.plot(*fixed_at, "kD", ms=7, label="fixed 0.95 / 0.90", zorder=3)
     lo = min(report["tiers_alone"].values())

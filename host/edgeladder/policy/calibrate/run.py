@@ -19,7 +19,7 @@ import numpy as np
 from edgeladder.boards import registry as boards
 from edgeladder.policy import config as ladderconfig
 from edgeladder.policy import replay as cascade_eval
-from edgeladder.policy.calibrate import metrics, scores, sweep, temperature
+from edgeladder.policy.calibrate import bounds, metrics, scores, sweep, temperature
 from edgeladder.policy.calibrate.errors import CalibrationError, TargetNotMetError
 from edgeladder.util.atomic import write_text
 from ladder import gate
@@ -50,6 +50,7 @@ class Options:
     split: str = "val"
     best_effort: bool = False
     robust: bool = True
+    confidence: float = bounds.DEFAULT_CONFIDENCE  # of the error-rate bound (docs/calibration.md)
     out: Path | None = None  # ladder.json; calibration.json/png go beside it
     plot: bool = True
 
@@ -110,8 +111,10 @@ def _lookup(table: dict, stage: StagePlan, default):
     return table.get(stage.name, table.get(stage.where, default))
 
 
-def _stage_report(st: scores.StageScores, y: np.ndarray, measure_opt: str) -> dict[str, Any]:
-    """Temperature, ECE, per-measure confidence and AUROC for one stage."""
+def _stage_report(
+    st: scores.StageScores, y: np.ndarray, measure_opt: str, confidence: float
+) -> dict[str, Any]:
+    """Temperature, ECE, per-measure confidence and AUROC, the error-rate bound, for one stage."""
     correct = st.predictions == y
     z = temperature.dequantized(st.logits, st.logit_scale, st.logit_zero_point)
     errors = int((~correct).sum())
@@ -133,6 +136,9 @@ def _stage_report(st: scores.StageScores, y: np.ndarray, measure_opt: str) -> di
     else:
         measure = measure_opt
     pred = st.predictions
+    # How many errors the split allows at `confidence`, and the temperature that expects them.
+    rate_hi = bounds.error_rate_upper(errors, len(y), confidence)
+    t_hi = bounds.pessimistic_temperature(z, pred, rate_hi, t)
     return {
         "name": st.name,
         "inputs": len(y),
@@ -148,11 +154,20 @@ def _stage_report(st: scores.StageScores, y: np.ndarray, measure_opt: str) -> di
         "reliability_after": metrics.reliability(p1.max(axis=1), correct),
         "auroc": auroc,
         "measure": measure,
+        "bound": {
+            "confidence": confidence,
+            "errors": errors,
+            "inputs": len(y),
+            "error_rate_upper": rate_hi,
+            "temperature": t_hi,
+            "expected_error_rate": bounds.mean_error(z, pred, t),
+        },
         # not serialized: the sweep's inputs
         "_lut": lut,
         "_conf": conf[measure],
         "_correct": correct,
         "_p_answer": p1[np.arange(len(y)), pred],  # calibrated P(right) of its answer
+        "_p_bound": bounds.answer_probability(z, pred, t_hi),  # the same, pessimistic
     }
 
 
@@ -176,6 +191,8 @@ def _check_options(opts: Options) -> None:
             f"--target-accuracy {opts.target_accuracy} is a difference of accuracies, e.g."
             " -0.003 for 0.3 points below the largest tier"
         )
+    if not 0 < opts.confidence < 1:
+        raise CalibrationError(f"--confidence {opts.confidence} must be strictly between 0 and 1")
     if not 0 < opts.deadline_ms < 65536:
         raise CalibrationError(f"--deadline-ms {opts.deadline_ms} must be 1..65535")
 
@@ -187,14 +204,16 @@ def calibrate(build: str | Path, opts: Options | None = None) -> Result:
     info = scores.load_build(scores.find_build(build))
     plan = plan_stages(info)
     stage_scores, y = scores.score_split(info, [p.name for p in plan], opts.split)
-    reports = [_stage_report(st, y, opts.measure) for st in stage_scores]
+    reports = [_stage_report(st, y, opts.measure, opts.confidence) for st in stage_scores]
     cost_table = {**cascade_eval.DEFAULT_COSTS, **opts.costs}
     costs = {p.name: float(_lookup(cost_table, p, 0.0)) for p in plan}
     cost_list = [costs[p.name] for p in plan]
     conf = np.stack([r["_conf"] for r in reports], axis=1)
     correct = np.stack([r["_correct"] for r in reports], axis=1)
+    # The gated stages by their probabilities; the last stage (the reference) by its outcomes.
     expected = np.stack([r["_p_answer"] for r in reports[:-1]] + [correct[:, -1]], axis=1)
-    sw = sweep.sweep(conf, correct, cost_list, expected=expected)
+    bound = np.stack([r["_p_bound"] for r in reports[:-1]] + [correct[:, -1]], axis=1)
+    sw = sweep.sweep(conf, correct, cost_list, expected=expected, bound=bound)
     reference = reports[-1]["accuracy"]
 
     if opts.max_escalation is not None:
@@ -256,6 +275,9 @@ def calibrate(build: str | Path, opts: Options | None = None) -> Result:
             **sw.point(choice.index),
             "robust": choice.robust,
             "rules": choice.rules,
+            "evidence": _evidence(
+                sw, choice.index, conf, correct, {"expected": expected, "bound": bound}
+            ),
             "ladder": chosen_eval.summary(),
         },
         "fixed_threshold": {
@@ -278,6 +300,20 @@ def calibrate(build: str | Path, opts: Options | None = None) -> Result:
         plot_calibration(plot_path, report)
     write_text(report_path, json.dumps(report, indent=2) + "\n")
     return Result(cfg, report, out, report_path, plot_path)
+
+
+def _evidence(
+    sw: sweep.Sweep, i: int, conf: np.ndarray, correct: np.ndarray, soft: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """What the chosen point rests on: how many inputs the board keeps, the errors it made on
+    them, and how many it is expected to make by its calibrated and pessimistic probabilities."""
+    kept = conf[:, 0] >= sw.thresholds[i, 0]
+    return {
+        "inputs": sw.n,
+        "kept": int(kept.sum()),
+        "kept_errors": int((~correct[kept, 0]).sum()),
+        **{f"kept_{k}_errors": float((1.0 - v[kept, 0]).sum()) for k, v in soft.items()},
+    }
 
 
 def _ladder_config(

@@ -79,6 +79,17 @@ def find_build(arg: str | Path) -> Path:
     b = Path("build") / name
     if (b / "task.json").is_file():
         return b
+    is_task = (p / "recipe.toml").is_file()
+    if not is_task and (p.exists() or len(p.parts) != 1):
+        # a path the user gave: name that one, not build/<its name>/ (which they never gave)
+        what = "no such folder" if not p.exists() else "not a folder"
+        if p.is_dir():
+            what = "neither a build (no task.json) nor a task (no recipe.toml)"
+        raise CalibrationError(
+            f"{what}: give a build folder (`edgeladder build TASK_FOLDER` writes "
+            "build/<task>/) or a task folder with recipe.toml",
+            p,
+        )
     raise CalibrationError(f"no build of {name!r} (looked for {b}/task.json): {hint}")
 
 

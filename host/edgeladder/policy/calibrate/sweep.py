@@ -36,6 +36,9 @@ class Sweep:
     n: int
     # (P,) the accuracy the stages' calibrated probabilities predict (see `sweep`), or None
     expected_accuracy: np.ndarray | None = None
+    # (P,) the same with the pessimistic probabilities (bounds.py): the accuracy the split can
+    # promise at the stated confidence, or None
+    bound_accuracy: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.accuracy)
@@ -48,9 +51,8 @@ class Sweep:
             "reach": [float(v) for v in self.reach[i]],
             "cost": float(self.cost[i]),
             "errors": int(self.errors[i]),
-            "expected_accuracy": None
-            if self.expected_accuracy is None
-            else float(self.expected_accuracy[i]),
+            "expected_accuracy": _at(self.expected_accuracy, i),
+            "bound_accuracy": _at(self.bound_accuracy, i),
         }
 
     def columns(self) -> dict:
@@ -62,6 +64,10 @@ class Sweep:
             "reach_last": np.round(self.reach[:, -1], 6).tolist(),
             "cost": np.round(self.cost, 6).tolist(),
         }
+
+
+def _at(column: np.ndarray | None, i: int) -> float | None:
+    return None if column is None else float(column[i])
 
 
 def edge_thresholds(conf: np.ndarray) -> np.ndarray:
@@ -85,6 +91,7 @@ def sweep(
     *,
     grids: list[np.ndarray] | None = None,
     expected: np.ndarray | None = None,
+    bound: np.ndarray | None = None,
 ) -> Sweep:
     """All settings: the board stage's thresholds x the middle stages' grids; last stage 0.
 
@@ -92,6 +99,7 @@ def sweep(
     Stage 0 runs on the board and every later stage is remote (what calibrate builds).
     expected: (N, S) the probability that each stage's answer is right (its temperature-scaled
     softmax at the class it answers); swept like ``correct`` into ``expected_accuracy``.
+    bound: (N, S) the same with the pessimistic temperatures; swept into ``bound_accuracy``.
     """
     conf = np.asarray(conf, np.int64)
     correct = np.asarray(correct, bool)
@@ -102,8 +110,14 @@ def sweep(
     if grids is None:
         grids = [middle_grid(conf[:, j], conf[:, 0]) for j in range(1, s - 1)]
     cost = np.asarray(costs, np.float64)
-    soft = None if expected is None else np.asarray(expected, np.float64)
-    rows_t, rows_ok, rows_esc, rows_reach, rows_cost, rows_exp = [], [], [], [], [], []
+    # per-input probabilities of being right, swept like the 0/1 outcomes
+    soft = {
+        k: np.asarray(v, np.float64)
+        for k, v in (("expected", expected), ("bound", bound))
+        if v is not None
+    }
+    rows_soft: dict[str, list[np.ndarray]] = {k: [] for k in soft}
+    rows_t, rows_ok, rows_esc, rows_reach, rows_cost = [], [], [], [], []
     for mids in itertools.product(*grids) if s > 2 else [()]:
         # What happens to each input once it leaves the board, for these middle thresholds:
         # right or wrong, which stage it ends at, what it costs.
@@ -114,9 +128,9 @@ def sweep(
         down_cost = np.array([cost[1 : e + 1].sum() for e in range(s)])[ends]
         esc = conf[None, :, 0] < edge_t[:, None]  # (T, N): left the board
         ok = np.where(esc, down_ok[None, :], correct[None, :, 0])
-        if soft is not None:
-            down_soft = soft[np.arange(n), ends]
-            rows_exp.append(np.where(esc, down_soft[None, :], soft[None, :, 0]).mean(axis=1))
+        for k, v in soft.items():
+            down_v = v[np.arange(n), ends]
+            rows_soft[k].append(np.where(esc, down_v[None, :], v[None, :, 0]).mean(axis=1))
         reach = np.empty((len(edge_t), s))
         reach[:, 0] = 1.0
         for j in range(1, s):
@@ -143,7 +157,8 @@ def sweep(
         cost=np.concatenate(rows_cost),
         errors=n - n_ok,
         n=n,
-        expected_accuracy=np.concatenate(rows_exp) if rows_exp else None,
+        expected_accuracy=np.concatenate(rows_soft["expected"]) if "expected" in soft else None,
+        bound_accuracy=np.concatenate(rows_soft["bound"]) if "bound" in soft else None,
     )
 
 
@@ -187,38 +202,58 @@ def plateau(sw: Sweep, meets: np.ndarray, k: int = PLATEAU) -> np.ndarray:
     return out
 
 
+def _soft_meets(column: np.ndarray | None, target: float, n: int) -> np.ndarray:
+    return np.ones(n, dtype=bool) if column is None else column >= target - _EPS
+
+
 def choose_for_accuracy(sw: Sweep, target: float, *, robust: bool = True) -> Choice | None:
     """The cheapest point whose accuracy is at least ``target``, robustly; None if none is.
 
     Robust (the default): the point must also (1) sit on a plateau -- the next PLATEAU higher
     board thresholds meet the target too, so one input more or less near the threshold does not
-    break it -- and (2) meet the target by the stages' calibrated probabilities
+    break it -- (2) meet the target by the stages' calibrated probabilities
     (``expected_accuracy``), which counts the errors the board stage is expected to make on the
-    inputs it keeps instead of the two or three a small validation split happens to contain.
-    When no point passes both, the plain cheapest point that meets the target is taken and
-    the choice says so.
+    inputs it keeps instead of the two or three a small validation split happens to contain,
+    and (3) meet it by the pessimistic probabilities (``bound_accuracy``, bounds.py): as many
+    errors as the split allows at the stated confidence, placed where the stage's calibrated
+    ranking puts them. When no point passes them all, the point that meets the target with the
+    highest bound (then the calibrated estimate) is taken -- the safe side, escalating more --
+    and the choice says so.
     """
     meets = sw.accuracy >= target - _EPS
     if not meets.any():
         return None
     flat = plateau(sw, meets)
-    calibrated = (
-        np.ones(len(sw), dtype=bool)
-        if sw.expected_accuracy is None
-        else sw.expected_accuracy >= target - _EPS
-    )
-    good = meets & flat & calibrated if robust else meets
-    rows = np.flatnonzero(good) if good.any() else np.flatnonzero(meets)
-    i = _cheapest(sw, rows)
+    calibrated = _soft_meets(sw.expected_accuracy, target, len(sw))
+    bounded = _soft_meets(sw.bound_accuracy, target, len(sw))
+    good = meets & flat & calibrated & bounded
+    if not robust:
+        i = _cheapest(sw, np.flatnonzero(meets))
+    elif good.any():
+        i = _cheapest(sw, np.flatnonzero(good))
+    else:
+        i = _safest(sw, np.flatnonzero(meets))
     rules = {
         "meets_target": True,
         "plateau": bool(flat[i]),
         "calibrated": bool(calibrated[i]),
+        "bound": bool(bounded[i]),
         "robust_requested": robust,
     }
     if robust and not good.any():
-        rules["note"] = "no point passes the robustness rules; took the cheapest that meets"
-    return Choice(i, bool(flat[i] and calibrated[i]), rules)
+        rules["note"] = (
+            "no point passes the robustness rules; took the point that meets the target with"
+            " the highest bound"
+        )
+    return Choice(i, bool(good[i]), rules)
+
+
+def _safest(sw: Sweep, rows: np.ndarray) -> int:
+    """The highest bound accuracy, then calibrated estimate, then the cheapest of those."""
+    for column in (sw.bound_accuracy, sw.expected_accuracy):
+        if column is not None:
+            rows = rows[column[rows] >= column[rows].max() - _EPS]
+    return _cheapest(sw, rows)
 
 
 def choose_for_escalation(sw: Sweep, max_escalation: float) -> Choice | None:

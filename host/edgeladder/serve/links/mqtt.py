@@ -1,4 +1,11 @@
-"""A host's MQTT 3.1.1 session (paho-mqtt 2.x) for a tier: subscribe, publish, stay connected.
+"""A tier's MQTT link: :class:`MqttLink` (what the stage core talks to) over
+:class:`MqttSession` (paho-mqtt 2.x, MQTT 3.1.1: subscribe, publish, stay connected).
+
+The link reads and builds every topic with ``ladder.topics`` (the board's own module): boards'
+``up/`` messages and the tier below's chained escalations in, replies on the board's ``down/``,
+chained escalations to the next tier's ``in``, this tier's retained ``status`` (``online``;
+``offline`` as its last will). A topic that ``ladder.topics.parse`` refuses (a device id in any
+spelling but 8 lower-case hex digits) is dropped as ``topic_mismatch``, never served.
 
 paho's network thread does the work: it connects, retries with ``reconnect_delay_set`` back-off
 when the broker goes away, and calls ``on_message(topic, payload)`` for every message. On each
@@ -10,14 +17,20 @@ as our last will while we were away.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 
 from edgeladder.serve.links import LinkError
+from ladder import topics, wire
+
+if TYPE_CHECKING:
+    from edgeladder.serve.stage import StageCore
 
 DEFAULT_PORT = 1883
 _RECONNECT_MIN_S = 0.5
@@ -46,8 +59,8 @@ def nodelay(client: mqtt.Client) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class MqttLink:
-    """``MqttLink(url, client_id, on_message=...)``; ``start()``, ``publish()``, ``stop()``."""
+class MqttSession:
+    """``MqttSession(url, client_id, on_message=...)``; ``start()``, ``publish()``, ``stop()``."""
 
     def __init__(
         self,
@@ -86,7 +99,7 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def start(self, timeout: float = 10.0) -> MqttLink:
+    def start(self, timeout: float = 10.0) -> MqttSession:
         """Connect (retrying for up to timeout seconds); LinkError if the broker never answers."""
         self._client.connect_async(self.host, self.port, keepalive=self.keepalive)
         self._client.loop_start()  # its thread retries the first connection too
@@ -147,3 +160,145 @@ class MqttLink:
             self.on_message(msg.topic, msg.payload)
         except Exception:  # an exception here would end paho's network thread: count it
             self.callback_errors += 1
+
+
+_ONLINE, _OFFLINE = topics.ONLINE.encode(), topics.OFFLINE.encode()
+_EXPECT = {kind: mtype for mtype, kind in topics.KIND.items()}  # up/<kind> -> its wire type
+
+
+class MqttLink:
+    """The stage core's MQTT link: ``MqttLink(core, url, fleet=...)``, attached, then started.
+
+    ``serve_devices``: boards and the tier below reach this tier over MQTT (the default). False
+    when its boards are on another link (serial): then MQTT only chains (the next tier's status,
+    forwarding, the next tier's replies relayed to the boards). ``session``: the paho session,
+    made by ``start()``; a test may put a recorder with ``publish()`` and ``connected`` there."""
+
+    kind = "mqtt"
+    direct = False
+    chains = True
+
+    def __init__(
+        self,
+        core: StageCore,
+        url: str | None = None,
+        *,
+        fleet: str = "demo",
+        tier_name: str | None = None,
+        next_tier: str | None = None,
+        serve_devices: bool = True,
+        connect_timeout: float = 10.0,
+        session: Any = None,
+    ) -> None:
+        self.core = core
+        self.url = url
+        self.fleet = fleet
+        self.tier_name = tier_name or core.stage.where
+        self.next_tier = next_tier or (core.next.where if core.next else None)
+        self.serve_devices = serve_devices
+        self.connect_timeout = connect_timeout
+        self.session = session
+        self.next_online = False  # the next tier's retained status says "online"
+
+    @classmethod
+    def from_options(cls, core: StageCore, opts: Any) -> MqttLink:
+        return cls(
+            core, opts.mqtt, fleet=opts.fleet, tier_name=opts.tier_name, next_tier=opts.next_tier,
+            serve_devices=not opts.serial, connect_timeout=opts.connect_timeout,
+        )  # fmt: skip
+
+    # ---- the TierLink interface ------------------------------------------------------------
+    @property
+    def up(self) -> bool:
+        return self.session is not None and self.session.connected
+
+    def tier_online(self) -> bool:
+        return self.next_online
+
+    def start(self) -> MqttLink:
+        if self.session is None:
+            status = self.status_topic()
+            log = self.core.log
+            self.session = MqttSession(
+                self.url, f"edgeladder-{self.tier_name}-{os.getpid()}",
+                on_message=self.on_message, subscriptions=self.subscriptions(),
+                will=(status, _OFFLINE), birth=(status, _ONLINE),
+                on_state=lambda up: log.emit(
+                    "broker", f"broker {'connected' if up else 'lost; reconnecting'}", up=up
+                ),
+            )  # fmt: skip
+        self.session.start(self.connect_timeout)
+        return self
+
+    def send(self, device: int, mtype: int, msg: bytes) -> bool:
+        """A reply on the board's ``down/res|rej``, QoS 1."""
+        topic = topics.device_topic(self.fleet, device, topics.DOWN, topics.KIND[mtype])
+        return self.session.publish(topic, msg, qos=1)
+
+    def forward(self, msg: bytes) -> bool:
+        if not self.next_tier:
+            return False
+        return self.session.publish(topics.tier_topic(self.fleet, self.next_tier, topics.IN), msg)
+
+    def announce(self, device: int, mtype: int, msg: bytes) -> None:
+        """A serial board's HELLO (retained, QoS 1) or HEARTBEAT, published as it would."""
+        retained = mtype == wire.HELLO
+        topic = topics.device_topic(self.fleet, device, topics.UP, topics.KIND[mtype])
+        self.session.publish(topic, msg, qos=1 if retained else 0, retain=retained)
+
+    def lost(self) -> str | None:
+        return None  # paho reconnects for as long as it takes
+
+    def close(self) -> None:
+        if isinstance(self.session, MqttSession):
+            self.session.stop(final=(self.status_topic(), _OFFLINE))
+
+    # ---- topics ----------------------------------------------------------------------------
+    def status_topic(self) -> str:
+        return topics.tier_topic(self.fleet, self.tier_name, topics.STATUS)
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """What to subscribe to. With boards on another link, MQTT only chains: the next tier's
+        status, and the down/ topics to relay the next tier's replies to those boards."""
+        f = self.fleet
+        subs: list[tuple[str, int]] = []
+        if self.next_tier:
+            subs.append((topics.tier_topic(f, self.next_tier, topics.STATUS), 1))
+        if not self.serve_devices:
+            return [*subs, (topics.device_filter(f, topics.DOWN), 1)]
+        subs += [
+            (topics.tier_topic(f, self.tier_name, topics.IN), 0),
+            (topics.device_filter(f, topics.UP, topics.KIND[wire.HELLO]), 1),
+            (topics.device_filter(f, topics.UP, topics.KIND[wire.HEARTBEAT]), 0),
+        ]
+        if self.core.first_remote:
+            subs.append((topics.device_filter(f, topics.UP, topics.KIND[wire.ESCALATE]), 0))
+        return subs
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """Every MQTT message (paho's thread). Never raises."""
+        try:
+            self._route(topic, payload)
+        except Exception as e:  # a bug must not take the tier down: count, log once, go on
+            self.core.drop("malformed", f"{type(e).__name__}: {e}")
+
+    def _route(self, topic: str, payload: bytes) -> None:
+        core = self.core
+        try:
+            fleet, tree, who, leaf, kind = topics.parse(topic)
+        except ValueError as e:
+            core.drop("topic_mismatch", str(e))
+            return
+        if fleet != self.fleet:
+            return
+        if tree == topics.TIER:
+            if who == self.next_tier and leaf == topics.STATUS:
+                self.next_online = payload == _ONLINE
+            elif who == self.tier_name and leaf == topics.IN:
+                core.on_chained(payload, self)
+        elif leaf == topics.DOWN:
+            core.on_relay(who, payload)
+        elif kind == topics.KIND[wire.HELLO] and not payload:
+            core.forget(who)  # an empty retained HELLO clears a device
+        else:
+            core.on_device(payload, self, device=who, expect=_EXPECT.get(kind, -1))

@@ -1,26 +1,29 @@
-"""The stage logic of a host tier: check a request, queue it, answer it or climb the ladder.
+"""The stage core of a host tier: check a request, queue it, answer it or climb the ladder.
 
-A request is an ESCALATE from a board (``el/<fleet>/dev/<id>/up/esc``, or a frame on a serial
-port) or from the tier below (``el/<fleet>/tier/<name>/in``). Checked before anything else, in
-this order, each failure counted in ``edgeladder_requests_total`` as ``dropped_<reason>`` (and
-answered with a REJECT where the sender can be trusted to get it):
+Transport-free: requests come in from links (:mod:`edgeladder.serve.links`: MQTT, serial, a
+test's fake), replies go back to the link a request came from (its *sink*), chained escalations
+go out on the link that reaches the next tier (the ``upstream``). A request is an ESCALATE from a
+board, or from the tier below. Checked before anything else, in this order, each failure counted
+in ``edgeladder_requests_total`` as ``dropped_<reason>`` (and answered with a REJECT where the
+sender can be trusted to get it):
 
   malformed        ladder.wire.header raised (short, oversized, bad sizes, unknown type)
   wire_version     another protocol version: we cannot speak it, so no reply either
   unexpected       a message of the wrong type for where it arrived
-  topic_mismatch   a device publishing under another device's id (no reply)
+  topic_mismatch   (MQTT) a topic that ladder.topics refuses (a device id in any spelling but
+                   its 8 lower-case hex digits), or a device under another device's id (no reply)
   unknown_device   never said HELLO or HEARTBEAT (off with allow_unknown)         -> REJECT
   duplicate        a (device, seq) seen moments ago (no reply: the first one is answered)
   wrong_version    a model version other than ladder.json's                        -> REJECT
   bad_input        an input of the wrong size for this model                       -> REJECT
   frame_<why>      (serial) a frame ladder.framing dropped: bad_crc, too_long, ...
 
-Then the bounded queue (full -> REJECT queue_full at once) and micro-batches (tiers.batcher).
+Then the bounded queue (full -> REJECT queue_full at once) and micro-batches (serve.batcher).
 Per request, after the batched invoke: label = argmax of the int8 output, confidence =
 ``ladder.gate.confidence`` on the int8 logits with the stage's exp table (the board's own gate
-code). Under the stage's threshold, with a next stage whose tier is online and whose expected
-round trip fits in the time left, the request is forwarded (chained escalation, same device
-and seq) to ``el/<fleet>/tier/<next>/in``; otherwise this tier answers with a RESULT.
+code). ``ladder.gate.should_escalate``, the board's own rule without its answer reserve, decides
+whether it climbs: forwarded (same device and seq, top-k packed by ``ladder.wire.pack_topk``) on
+the upstream link, or answered here with a RESULT.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
@@ -39,9 +41,11 @@ from edgeladder.errors import EdgeladderError
 from edgeladder.policy.config import LadderConfig, Stage
 from edgeladder.serve import EventLog, TierError
 from edgeladder.serve.batcher import Batcher
+from edgeladder.serve.links import Sink, TierLink
 from edgeladder.serve.metrics import Metrics
 from edgeladder.serve.runner import BatchRunner
 from ladder import gate, wire
+from ladder.quant import top_k_into
 
 DROP_REASONS = (
     "malformed", "wire_version", "unexpected", "topic_mismatch", "unknown_device", "duplicate",
@@ -53,38 +57,12 @@ _REJECT_FOR = {
     "bad_input": wire.BAD_INPUT,
 }
 _SOURCE = {"gateway": wire.GATEWAY, "cloud": wire.CLOUD}
+_REPLIES = (wire.RESULT, wire.REJECT)
 _U16 = 0xFFFF
 _U32 = 0xFFFFFFFF
 _RECENT = 32  # seqs remembered per device, to drop duplicates
 _TOPK = 2  # top-k pairs in a chained escalation (what a board sends)
 _LOGGED_DEVICES = 20  # new devices named in the log; a big fleet's retained HELLOs are not
-
-
-class Sink(Protocol):
-    """Where replies for one request go: ``send(device, wire type, message)``."""
-
-    def send(self, device: int, mtype: int, msg: bytes) -> None: ...
-
-
-class MqttSink:
-    """Replies to ``el/<fleet>/dev/<id>/down/res|rej``, QoS 1."""
-
-    def __init__(self, link, fleet: str) -> None:
-        self.link, self.fleet = link, fleet
-
-    def send(self, device: int, mtype: int, msg: bytes) -> None:
-        topic = wire.device_topic(self.fleet, device, wire.DOWN, wire.KIND[mtype])
-        self.link.publish(topic, msg, qos=1)
-
-
-class SerialSink:
-    """Replies as frames on the serial port the request came in on."""
-
-    def __init__(self, link) -> None:
-        self.link = link
-
-    def send(self, device: int, mtype: int, msg: bytes) -> None:
-        self.link.send(msg)
 
 
 @dataclass(slots=True)
@@ -94,12 +72,13 @@ class Request:
     data: bytes  # the int8 input tensor
     k: int
     arrival: float
-    deadline: float
+    deadline_ms: int  # as the sender gave it
+    deadline: float  # arrival + deadline_ms: past it, an answer is useless
     reply: Sink
 
 
-class TierServer:
-    """One remote stage of a ladder, served from one :class:`BatchRunner`."""
+class StageCore:
+    """One remote stage of a ladder, served from one :class:`BatchRunner`, behind its links."""
 
     def __init__(
         self,
@@ -107,9 +86,6 @@ class TierServer:
         stage: str,
         runner: BatchRunner,
         *,
-        fleet: str = "demo",
-        tier_name: str | None = None,
-        next_tier: str | None = None,
         max_batch: int = 16,
         max_delay_ms: float = 1.0,
         queue: int = 64,
@@ -126,9 +102,6 @@ class TierServer:
         self.first_remote = next(s for s in config.stages if s.remote) is self.stage
         self.next: Stage | None = config.next_stage(stage)
         self.next_index = self.stage_index + 1
-        self.fleet = fleet
-        self.tier_name = tier_name or self.stage.where
-        self.next_tier = next_tier or (self.next.where if self.next else None)
         self.source = _SOURCE[self.stage.where]
         self.measure = gate.measure_id(self.stage.measure)
         self.lut = list(self.stage.exp_lut)
@@ -142,11 +115,10 @@ class TierServer:
             self._process, self._expire, max_batch=max_batch, max_delay_s=max_delay_ms / 1000,
             capacity=queue, clock=clock,
         )  # fmt: skip
-        self.mqtt = None  # MqttLink: escalations in, replies out, chained escalations
-        self.serial = None  # SerialLink: a board's requests in, replies out
-        self.next_online = False  # the next tier's retained status says "online"
+        self.links: list[TierLink] = []
+        self.upstream: TierLink | None = None  # the link that reaches the next tier
         self.devices: dict[int, int | None] = {}  # known device -> model version (HELLO)
-        self._serial_devices: set[int] = set()
+        self._direct: dict[int, TierLink] = {}  # a board wired to this tier -> its link
         self._recent: dict[int, deque[int]] = {}
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
@@ -158,111 +130,75 @@ class TierServer:
         self.metrics.batched.set(1 if runner.batched else 0)
 
     # ---- lifecycle -------------------------------------------------------------------------
-    def start(self) -> TierServer:
+    def attach(self, link: TierLink) -> TierLink:
+        """Serve through ``link`` too; the first one that chains becomes the upstream."""
+        self.links.append(link)
+        if link.chains and self.upstream is None:
+            self.upstream = link
+        return link
+
+    def start(self) -> StageCore:
         self.batcher.start()
         self._accepting = True
         self._started = True
         return self
 
     def ready(self) -> bool:
-        """Warmed up (a runner exists only once every bucket ran), serving, and connected."""
-        if not (self._started and self._accepting):
-            return False
-        return self.mqtt is None or self.mqtt.connected
+        """Warmed up (a runner exists only once every bucket ran), serving, every link up."""
+        return self._started and self._accepting and all(link.up for link in self.links)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Refuse new requests (REJECT shutdown), answer or expire what is queued."""
         self._accepting = False
         self.batcher.stop(timeout)
 
-    # ---- wiring ----------------------------------------------------------------------------
-    def mqtt_subscriptions(self) -> list[tuple[str, int]]:
-        """What to subscribe to. With a serial board, MQTT only chains: the next tier's status,
-        and the down/ topics to relay the next tier's replies to the board on the port."""
-        f = self.fleet
-        subs: list[tuple[str, int]] = []
-        if self.next_tier:
-            subs.append((wire.tier_topic(f, self.next_tier, "status"), 1))
-        if self.serial is not None:
-            return [*subs, (f"el/{f}/dev/+/down/+", 1)]
-        subs += [
-            (wire.tier_topic(f, self.tier_name, "in"), 0),
-            (f"el/{f}/dev/+/up/hello", 1),
-            (f"el/{f}/dev/+/up/hb", 0),
-        ]
-        if self.first_remote:
-            subs.append((f"el/{f}/dev/+/up/esc", 0))
-        return subs
-
-    def status_topic(self) -> str:
-        return wire.tier_topic(self.fleet, self.tier_name, "status")
-
-    # ---- input -----------------------------------------------------------------------------
-    def on_mqtt(self, topic: str, payload: bytes) -> None:
-        """Every MQTT message (paho's thread). Never raises."""
-        try:
-            self._route_mqtt(topic, payload)
-        except Exception as e:  # a bug must not take the tier down: count, log once, go on
-            self._drop("malformed", f"{type(e).__name__}: {e}")
-
-    def on_serial(self, msg: bytes) -> None:
-        """Every whole frame from the serial port (its reader thread). Never raises."""
-        try:
-            self._device_message(msg, None, None, SerialSink(self.serial), serial=True)
-        except Exception as e:
-            self._drop("malformed", f"{type(e).__name__}: {e}")
-
-    def on_frame_dropped(self, reason: str) -> None:
-        """A serial frame the framing dropped: ``dropped_frame_<reason>`` (ladder.framing's
-        too_long, bad_escape, bad_crc, too_short). REPL text before a frame counts as bad_crc."""
-        self._drop("frame_" + reason, "serial frame dropped by the framing")
-
-    def _route_mqtt(self, topic: str, payload: bytes) -> None:
-        parts = topic.split("/")
-        if len(parts) < 5 or parts[0] != "el" or parts[1] != self.fleet:
-            return
-        if parts[2] == "tier" and len(parts) == 5:
-            if parts[3] == self.next_tier and parts[4] == "status":
-                self.next_online = payload == b"online"
-            elif parts[3] == self.tier_name and parts[4] == "in":
-                self._escalation(payload, None, MqttSink(self.mqtt, self.fleet))
-            return
-        if parts[2] != "dev" or len(parts) != 6:
-            return
-        device = _hex_id(parts[3])
-        if device is None:
-            self._drop("topic_mismatch", f"topic {topic!r} has no 8-hex-digit device id")
-            return
-        if parts[4] == wire.DOWN:
-            self._relay_down(device, payload)
-            return
-        if parts[4] == wire.UP:
-            self._device_message(payload, device, parts[5], MqttSink(self.mqtt, self.fleet))
-
-    def _device_message(
-        self, msg: bytes, topic_device: int | None, kind: str | None, sink: Sink, serial=False
+    # ---- input, from the links -------------------------------------------------------------
+    def on_device(
+        self, msg: bytes, link: TierLink, *, device: int | None = None, expect: int | None = None
     ) -> None:
-        if kind == "hello" and not msg:
-            self._forget(topic_device)  # an empty retained HELLO clears a device
-            return
+        """A message from a board on ``link``; ``device``: the id its topic names (MQTT),
+        ``expect``: the wire type its topic carries (-1: none)."""
         head = self._header(msg)
         if head is None:
             return
-        mtype, device, _ = head
-        if kind is not None and wire.KIND.get(mtype) != kind:
-            self._drop("unexpected", f"type {mtype} on up/{kind}")
+        mtype, sender, _ = head
+        if expect is not None and mtype != expect:
+            self.drop("unexpected", f"type {mtype} where type {expect} belongs")
             return
-        if topic_device is not None and topic_device != device:
-            self._drop("topic_mismatch", f"device {device:08x} on {topic_device:08x}'s topic")
+        if device is not None and device != sender:
+            self.drop("topic_mismatch", f"device {sender:08x} on {device:08x}'s topic")
             return
         if mtype == wire.HELLO:
-            self._known(device, wire.unpack_hello(msg)[0], serial, msg)
+            self._known(sender, wire.unpack_hello(msg)[0], link, msg)
         elif mtype == wire.HEARTBEAT:
-            self._known(device, self.devices.get(device), serial, msg)
-        elif mtype == wire.ESCALATE and (serial or self.first_remote):
-            self._escalation(msg, head, sink)
+            self._known(sender, self.devices.get(sender), link, msg)
+        elif mtype == wire.ESCALATE and (link.direct or self.first_remote):
+            self._escalation(msg, head, link)
         else:
-            self._drop("unexpected", f"message type {mtype} from device {device:08x}")
+            self.drop("unexpected", f"message type {mtype} from device {sender:08x}")
+
+    def on_chained(self, msg: bytes, link: TierLink) -> None:
+        """An ESCALATE forwarded by the tier below; replies go to the board through ``link``."""
+        self._escalation(msg, None, link)
+
+    def on_relay(self, device: int, msg: bytes) -> None:
+        """The next tier's reply for ``device``: passed on, unchanged, if that board is wired
+        to this tier (its link cannot hear the next tier itself)."""
+        link = self._direct.get(device)
+        if link is None:
+            return
+        try:
+            mtype, sender, _ = wire.header(msg)
+        except ValueError:
+            return
+        if sender == device and mtype in _REPLIES:
+            link.send(device, mtype, msg)
+
+    def forget(self, device: int) -> None:
+        """A device that left (an empty retained HELLO)."""
+        if device in self.devices:
+            del self.devices[device]
+            self.metrics.devices.set(len(self.devices))
 
     def _escalation(self, msg: bytes, head, sink: Sink) -> None:
         arrival = self.clock()
@@ -271,14 +207,14 @@ class TierServer:
             return
         mtype, device, seq = head
         if mtype != wire.ESCALATE:
-            self._drop("unexpected", f"type {mtype} where an ESCALATE belongs")
+            self.drop("unexpected", f"type {mtype} where an ESCALATE belongs")
             return
         version, deadline_ms, _, _, k, n, _, offset = wire.unpack_escalate(msg)
         if not self.allow_unknown and device not in self.devices:
             self._refuse("unknown_device", device, seq, sink, f"device {device:08x}")
             return
         if self._duplicate(device, seq):
-            self._drop("duplicate", f"device {device:08x} seq {seq}")
+            self.drop("duplicate", f"device {device:08x} seq {seq}")
             return
         if version != self.config.model_version:
             self._refuse("wrong_version", device, seq, sink, f"model version {version:#010x}")
@@ -287,7 +223,7 @@ class TierServer:
             self._refuse("bad_input", device, seq, sink, f"{n} input bytes")
             return
         req = Request(
-            device, seq, bytes(msg[offset : offset + n]), k, arrival,
+            device, seq, bytes(msg[offset : offset + n]), k, arrival, deadline_ms,
             arrival + deadline_ms / 1000, sink,
         )  # fmt: skip
         if not self._accepting:
@@ -321,21 +257,27 @@ class TierServer:
                 self._answer(r, labels[i], confs[i])
 
     def _forward(self, r: Request, out: np.ndarray, conf: int, now: float) -> bool:
-        nxt = self.next
-        if nxt is None or conf >= self.stage.threshold or not self.next_online:
+        nxt, up = self.next, self.upstream
+        if nxt is None or up is None:
             return False
-        left_ms = int((r.deadline - now) * 1000)
-        if left_ms <= nxt.expected_rtt_ms or self.mqtt is None:
+        left_ms = gate.should_escalate(
+            conf, self.stage.threshold, up.up, up.tier_online(), r.deadline_ms,
+            int((now - r.arrival) * 1_000_000), nxt.expected_rtt_ms,
+        )  # fmt: skip
+        if left_ms < 0:
             return False
         k = max(1, min(r.k or _TOPK, len(out), wire.MAX_TOPK))
-        order = np.argsort(-out.astype(np.int16), kind="stable")[:k]
-        topk = bytes(v for c in order.tolist() for v in (c, int(out[c]) + 128))
+        scores = out.tolist()
+        idx = [0] * k
+        top_k_into(scores, k, idx)
+        topk = bytearray(2 * k)
+        wire.pack_topk(topk, scores, idx, k)
         buf = bytearray(wire.HEADER_SIZE + wire.ESCALATE_FIXED + 2 * k + len(r.data))
         wire.pack_escalate(
             buf, r.device, r.seq, self.config.model_version, min(left_ms, _U16), min(conf, _U16),
             self.next_index, topk, r.data,
         )  # fmt: skip
-        if not self.mqtt.publish(wire.tier_topic(self.fleet, self.next_tier, "in"), bytes(buf)):
+        if not up.forward(bytes(buf)):
             return False  # not connected right now: better our answer than none
         self.metrics.count("forwarded")
         return True
@@ -390,19 +332,21 @@ class TierServer:
         except ValueError as e:
             versioned = len(msg) >= wire.HEADER_SIZE and msg[0] != wire.VERSION
             reason = "wire_version" if versioned else "malformed"
-            self._drop(reason, str(e))
+            self.drop(reason, str(e))
             return None
 
-    def _known(self, device: int, version: int | None, serial: bool, msg: bytes) -> None:
+    def _known(self, device: int, version: int | None, link: TierLink, msg: bytes) -> None:
         new = device not in self.devices
         self.devices[device] = version
         if msg[1] == wire.HELLO:
             with self._lock:
                 self._recent.pop(device, None)  # a new session: its seqs start again
         self.metrics.devices.set(len(self.devices))
-        if serial:
-            self._serial_devices.add(device)
-            self._bridge_up(device, msg)
+        if link.direct:
+            # a board wired to this tier: announced upstream, so that the next tier knows it too
+            self._direct[device] = link
+            if self.upstream is not None and self.upstream is not link:
+                self.upstream.announce(device, msg[1], msg)
         if new and len(self.devices) <= _LOGGED_DEVICES:
             more = (
                 "; more are only counted in /metrics"
@@ -410,31 +354,6 @@ class TierServer:
                 else ""
             )
             self.log.emit("device", f"device {device:08x} is known{more}", device=f"{device:08x}")
-
-    def _forget(self, device: int | None) -> None:
-        if device is not None and device in self.devices:
-            del self.devices[device]
-            self.metrics.devices.set(len(self.devices))
-
-    def _bridge_up(self, device: int, msg: bytes) -> None:
-        # A serial board's HELLO/HB, published for it so that the next tier knows it too.
-        if self.mqtt is None:
-            return
-        kind = wire.KIND[msg[1]]
-        retained = msg[1] == wire.HELLO
-        topic = wire.device_topic(self.fleet, device, wire.UP, kind)
-        self.mqtt.publish(topic, msg, qos=1 if retained else 0, retain=retained)
-
-    def _relay_down(self, device: int, payload: bytes) -> None:
-        # The next tier's answer for a board on our serial port: pass it on, unchanged.
-        if device not in self._serial_devices or self.serial is None:
-            return
-        try:
-            mtype, dev, _ = wire.header(payload)
-        except ValueError:
-            return
-        if dev == device and mtype in (wire.RESULT, wire.REJECT):
-            self.serial.send(payload)
 
     def _duplicate(self, device: int, seq: int) -> bool:
         with self._lock:
@@ -447,7 +366,7 @@ class TierServer:
         return False
 
     def _refuse(self, reason: str, device: int, seq: int, sink: Sink, detail: str) -> None:
-        self._drop(reason, detail)
+        self.drop(reason, detail)
         self._send_reject(device, seq, _REJECT_FOR[reason], sink)
 
     def _reject(self, r: Request, reason: int, outcome: str, retry_ms: int = 0) -> None:
@@ -459,7 +378,8 @@ class TierServer:
         wire.pack_reject(buf, device, self._next_seq(), seq, reason, min(retry_ms, _U16))
         sink.send(device, wire.REJECT, bytes(buf))
 
-    def _drop(self, reason: str, detail: str) -> None:
+    def drop(self, reason: str, detail: str) -> None:
+        """Count a dropped message by reason; the first of each reason is logged."""
         self.metrics.count("dropped_" + reason)
         if reason not in self._logged:  # once per reason: a flood must not flood the log
             self._logged.add(reason)
@@ -477,13 +397,4 @@ class TierServer:
         return next(self._seq) & _U32
 
 
-def _hex_id(text: str) -> int | None:
-    if len(text) != 8:
-        return None
-    try:
-        return int(text, 16)
-    except ValueError:
-        return None
-
-
-__all__ = ["DROP_REASONS", "MqttSink", "Request", "SerialSink", "TierServer"]
+__all__ = ["DROP_REASONS", "Request", "StageCore"]
