@@ -23,7 +23,7 @@ def sim() -> None:
 )
 def board(board_name: str, flash: Path | None) -> None:
     """Start one virtual board. Prints its serial port on the first line and its RFC2217 URL
-    (or that there is none) on the second, then runs until Ctrl-C."""
+    on the second, then runs until Ctrl-C."""
     from edgeladder_sim.bridge import VirtualBoard
 
     with tempfile.TemporaryDirectory(prefix="edgeladder-sim-") as workdir:
@@ -31,7 +31,7 @@ def board(board_name: str, flash: Path | None) -> None:
         try:
             vboard.board.power_on()
             click.echo(vboard.port)
-            click.echo(vboard.rfc2217_url or "rfc2217: not available in this simulator")
+            click.echo(vboard.rfc2217_url)
             click.echo(f"board {vboard.board.spec.name}: running; Ctrl-C stops it", err=True)
             while True:
                 time.sleep(3600)
