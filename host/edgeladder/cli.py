@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "flash": "edgeladder.commands.flash:flash",
     "deploy": "edgeladder.commands.deploy:deploy",
     "calibrate": "edgeladder.commands.calibrate:calibrate",
+    "evaluate": "edgeladder.commands.evaluate:evaluate",
     "serve": "edgeladder.commands.serve:serve",
 }
 
@@ -46,6 +47,7 @@ _HELP = {
     "flash": "Write firmware to a real or virtual board with esptool, verify, reset.",
     "deploy": "Copy changed firmware (.mpy), a task's device model and config to a board.",
     "calibrate": "Fit the ladder's gates and thresholds on validation data; write ladder.json.",
+    "evaluate": "Report the calibrated ladder on the test split, with confidence intervals.",
     "serve": "Serve a remote ladder stage (gateway/cloud) with LiteRT over MQTT or serial.",
 }
 

@@ -11,7 +11,7 @@ import pytest
 from edgeladder import cli
 from edgeladder.policy import config as ladderconfig
 from edgeladder.policy import replay as cascade_eval
-from edgeladder.policy.calibrate import bounds, metrics, scores, sweep, temperature
+from edgeladder.policy.calibrate import bounds, guarantee, metrics, scores, sweep, temperature
 
 # -- metrics, with numbers a person can check
 
@@ -271,6 +271,32 @@ def test_calibrate_the_digits_build(digits_build, tmp_path, capsys):
     assert ev["kept_errors"] == int(np.sum((stages[0].predictions != y) & kept))
     assert 0 <= ev["kept_expected_errors"] <= ev["kept_bound_errors"]
 
+    # the guarantee: 269 inputs cannot certify 0.3 points at 90% (Bonferroni over the gateway's
+    # chains); it says so, names the inputs it would need, and falls back to the robust rule
+    assert report["split"] == "val" and report["split_requested"] == "auto"
+    g = chosen["guarantee"]
+    assert g["method"] == guarantee.METHOD and g["inputs"] == len(y) == 269
+    assert (g["delta"], g["confidence"]) == (pytest.approx(0.003), 0.9)
+    chains = len({tuple(t[1:]) for t in report["sweep"]["thresholds"]})
+    assert g["chains"] == chains > 1 and g["alpha"] == pytest.approx(0.1 / chains)
+    assert not g["held"] and g["certified_points"] == 0 and not chosen["rules"]["guarantee"]
+    # the losses: the ladder wrong where large alone is right, by the gate-by-gate walk
+    walk_ok = np.asarray(walk.labels) == y
+    assert g["losses"] == chosen["losses"] == int(np.sum(~walk_ok & (stages[2].predictions == y)))
+    assert g["p_value"] == pytest.approx(bounds.binomial_cdf(g["losses"], 269, 0.003))
+    assert g["p_value"] > g["alpha"]
+    assert g["risk_upper"] == pytest.approx(bounds.error_rate_upper(g["losses"], 269, 0.9))
+    need = guarantee.needed_inputs(g["losses"], 269, 0.003, g["alpha"])
+    assert g["needed_inputs"] == need > 269 and f"from {need} inputs" in g["note"]
+    if g["losses"] == 0:  # the closed form
+        assert need == math.ceil(math.log(g["alpha"]) / math.log(1 - 0.003))
+    # the fallback is the safe side: it escalates at least as much as the point estimate
+    assert walk.escalation_rate <= 0.15
+    cols = report["sweep"]
+    assert len(cols["losses"]) == len(cols["risk_upper"]) == report["sweep"]["count"]
+    assert all(0 <= k <= 269 for k in cols["losses"])
+    assert min(cols["risk_upper"]) > 0
+
     # the figures: a temperature, ECE before and after, an AUROC per measure, per stage
     for s, st in zip(report["stages"], cfg.stages, strict=True):
         assert s["temperature"] > 0 and st.temperature == s["temperature"]
@@ -302,10 +328,14 @@ def test_calibrate_for_a_maximum_escalation(digits_build, tmp_path, capsys):
     rc, stdout, err = _calibrate(capsys, *argv, "--measure", "max")
     assert rc == 0, err
     assert "escalation <= 5.0%" in stdout  # the rich summary
+    assert "not a certification" in " ".join(stdout.split())
     report = json.loads((tmp_path / "calibration.json").read_text())
     bound = report["stages"][0]["bound"]["error_rate_upper"]
     assert "evidence:" in stdout and f"{bound:.2%}" in stdout  # the board's error bound
     assert report["chosen"]["escalation"] <= 0.05
+    g = report["chosen"]["guarantee"]  # a bound at the chosen point, no test
+    assert g["delta"] is None and not g["held"] and g["losses"] == report["chosen"]["losses"]
+    assert g["risk_upper"] == pytest.approx(bounds.error_rate_upper(g["losses"], 269, 0.9))
     assert {s.measure for s in ladderconfig.load(out).stages} == {"max"}
     # the most accurate point within the budget: no sweep point there does better
     sw = report["sweep"]
@@ -318,12 +348,19 @@ def test_more_confidence_never_escalates_less(digits_build, tmp_path, capsys):
     esc = []
     for c in ("0.5", "0.9", "0.99"):
         out = tmp_path / c / "ladder.json"
-        rc, _, err = _calibrate(
+        rc, stdout, err = _calibrate(
             capsys, str(digits_build.out), "-o", str(out), "--no-plot", "--confidence", c
         )
         assert rc == 0, err
         report = json.loads(out.with_name("calibration.json").read_text())
         assert report["stages"][0]["bound"]["confidence"] == float(c)
+        g = report["chosen"]["guarantee"]
+        assert g["confidence"] == float(c)
+        # the console's one line on the guarantee
+        line = " ".join(stdout.split())
+        assert f"accuracy loss vs large ≤ 0.30 pt with {float(c):.0%} confidence" in line
+        assert f"NOT supported by 269 inputs: would need ≥ {g['needed_inputs']}" in line
+        assert "fell back to the robust rule" in line
         esc.append(report["chosen"]["escalation"])
     assert esc == sorted(esc)
 
@@ -348,6 +385,15 @@ def test_calibrate_bad_input_is_one_line(digits_build, tmp_path, capsys):
     rc, _, err = _calibrate(capsys, *argv, "--best-effort")
     assert rc == 0, err
     assert ladderconfig.load(tmp_path / "l.json").stages[0].where == "edge"
+    # nothing is certified on 269 inputs: --require-guarantee fails rather than fall back
+    out = str(tmp_path / "r.json")
+    rc, _, err = _calibrate(capsys, build, "--require-guarantee", "-o", out, "--no-plot")
+    assert rc == 1 and err.startswith("error: --require-guarantee: no threshold setting")
+    assert "inputs" in err and err.count("\n") == 1 and not (tmp_path / "r.json").exists()
+    rc, _, err = _calibrate(capsys, build, "--require-guarantee", "--no-robust", "-o", out)
+    assert rc == 1 and "not both" in err and err.count("\n") == 1
+    rc, _, err = _calibrate(capsys, build, "--split", "nonsense", "-o", out)
+    assert rc == 1 and "cannot calibrate on split 'nonsense'" in err
 
 
 def test_calibrate_reports_a_missing_tier_file(digits_build, tmp_path, capsys):

@@ -75,24 +75,30 @@ def _pairs_option(name: str, kind: type, default: str, help: str):
 )
 @click.option(
     "--split",
-    default="val",
+    default="auto",
     show_default=True,
-    help="val, or train+val (biased: the tiers were fitted on train). Never test.",
+    help="auto (oof for a cross-fitted build, else val), val, oof (out-of-fold), or train+val"
+    " (biased: the tiers were fitted on train). Never test.",
 )
 @click.option(
     "--confidence",
     type=float,
     default=0.9,
     show_default=True,
-    help="Of the bound on each gated stage's error rate that the chosen point must meet the"
-    " target by (docs/calibration.md).",
+    help="Of the guarantee (Learn-then-Test) and of the bound on each gated stage's error rate"
+    " (docs/calibration.md).",
+)
+@click.option(
+    "--require-guarantee",
+    is_flag=True,
+    help="Fail when no point is certified, instead of falling back to the robust rule.",
 )
 @click.option("--best-effort", is_flag=True, help="Take the most accurate point if none meets.")
 @click.option(
     "--no-robust",
     is_flag=True,
-    help="Take the cheapest point that meets the target, without the plateau and calibrated"
-    " checks (docs/calibration.md).",
+    help="Take the cheapest point that meets the target on the split: no guarantee, plateau,"
+    " calibrated or bound checks (docs/calibration.md).",
 )
 @click.option(
     "--out",
@@ -110,11 +116,12 @@ def calibrate(
     as_json: bool,
     **options: Any,
 ) -> None:
-    """Choose the ladder's gates and thresholds on BUILD's validation split; write ladder.json.
+    """Choose the ladder's gates and thresholds on BUILD's calibration split; write ladder.json.
 
     Per stage: temperature scaling (ECE before and after), the AUROC of each confidence
-    measure, then a threshold sweep (accuracy vs escalation vs cost) and a choice for the
-    target. `edgeladder deploy` ships the ladder.json to the board.
+    measure, then a threshold sweep (accuracy vs escalation vs cost), a Learn-then-Test
+    certification of the points, and a choice for the target. `edgeladder deploy` ships the
+    ladder.json to the board.
     """
     from edgeladder.policy.calibrate import Options
     from edgeladder.policy.calibrate import calibrate as run
@@ -191,6 +198,8 @@ def print_summary(r: dict[str, Any]) -> None:
         ladder.add_row(f"{name} alone", _pct(acc), "", "", "")
     console.print(ladder)
     _print_evidence(console, r)
+    held = (r["chosen"].get("guarantee") or {}).get("held")
+    console.print(guarantee_line(r), style="green" if held else "yellow", highlight=False)
     rules = r["chosen"]["rules"]
     if "note" in rules:
         console.print(f"[yellow]note:[/] {rules['note']}")
@@ -210,3 +219,41 @@ def _print_evidence(console, r: dict[str, Any]) -> None:
         f" {ev['kept_expected_errors']:.2f} expected, {ev['kept_bound_errors']:.2f} at the bound;"
         f" ladder accuracy at the bound {_pct(ch['bound_accuracy'])}"
     )
+
+
+def guarantee_line(r: dict[str, Any]) -> str:
+    """One line: what calibration.json's ``chosen.guarantee`` promises, or why it does not."""
+    g, ch = r["chosen"]["guarantee"], r["chosen"]
+    ref = r["stages"][-1]["name"]
+    n, k = g["inputs"], g["losses"]
+    losses = f"{k} loss{'es' if k != 1 else ''}"
+    if g["delta"] is None:  # --max-escalation: a bound, no test
+        return (
+            f"risk: accuracy loss vs {ref} ≤ {100 * g['risk_upper']:.2f} pt at"
+            f" {g['confidence']:.0%} confidence at this point (n={n}, {losses}; a per-point"
+            " bound, not a certification)"
+        )
+    head = (
+        f"guarantee: accuracy loss vs {ref} ≤ {100 * g['delta']:.2f} pt with"
+        f" {g['confidence']:.0%} confidence"
+    )
+    if g["held"]:
+        line = f"{head} — held (n={n}, {losses}, bound {g['risk_upper']:.2%})"
+        return line + ("; it escalates everything" if ch["escalation"] >= 1 else "")
+    need = g.get("needed_inputs")
+    if g["delta"] <= 0:
+        why = f"cannot be certified for a target at or above {ref} alone"
+    elif need is None:
+        why = (
+            f"NOT supported by {n} inputs: {losses} at the chosen point, a rate not below"
+            f" {100 * g['delta']:.2f} pt"
+        )
+    elif need <= n:
+        why = f"NOT held: the point passes its own test but its chain stopped above it (n={n})"
+    else:
+        why = f"NOT supported by {n} inputs: would need ≥ {need}"
+    tail = {
+        "point estimate": "not sought (--no-robust: the point estimate)",
+        "best effort": "--best-effort took the most accurate point",
+    }.get(g.get("chosen_by"), "fell back to the robust rule (escalates more)")
+    return f"{head} — {why}; {tail}"

@@ -1,5 +1,9 @@
 """calibration.png: the ladder's accuracy against its escalation rate, and reliability diagrams.
 
+The left panel also draws the guaranteed accuracy: the reference's accuracy minus each point's
+upper bound on its loss against it (``risk_upper``), the best at each escalation rate, beside
+the target (the reference minus delta).
+
 Drawn from calibration.json's content alone, with matplotlib's Agg backend (no display);
 matplotlib is imported here, lazily, so that the rest of calibrate does not need it.
 """
@@ -38,9 +42,19 @@ def plot_calibration(path: str | Path, report: dict[str, Any]) -> Path:
     colors = iter(["C2", "C4", "C1", "C5"])
     for name, a in report["tiers_alone"].items():
         ax.axhline(100 * a, color=next(colors), ls=":", lw=1, label=f"{name} alone {a:.2%}")
+    reference = list(report["tiers_alone"].values())[-1]
+    g = report["chosen"].get("guarantee") or {}
+    if "risk_upper" in sw:
+        # accuracy >= reference - risk: what the loss bound leaves of the reference, per point
+        ge, ga = _frontier(esc, reference - np.asarray(sw["risk_upper"]))
+        conf = g.get("confidence", 0.9)
+        label = f"guaranteed: reference − loss bound ({conf:.0%}, per point)"
+        ax.step(100 * ge, 100 * ga, where="post", color="C6", lw=1.2, label=label, zorder=2)
     target = report["target"]
     if target["mode"] == "accuracy":
-        ax.axhline(100 * target["accuracy"], color="C3", ls="--", lw=1, label="target")
+        name = target["reference"]
+        label = f"target = {name} − δ" if target["delta"] < 0 else "target"
+        ax.axhline(100 * target["accuracy"], color="C3", ls="--", lw=1, label=label)
     else:
         ax.axvline(100 * target["max_escalation"], color="C3", ls="--", lw=1, label="target")
     ch, fx = report["chosen"], report["fixed_threshold"]["ladder"]
@@ -49,9 +63,13 @@ def plot_calibration(path: str | Path, report: dict[str, Any]) -> Path:
         conf = report["stages"][0]["bound"]["confidence"]
         at = (100 * ch["escalation"], 100 * ch["bound_accuracy"])
         ax.plot(*at, "rv", ms=8, mfc="none", label=f"chosen, at the {conf:.0%} bound", zorder=3)
+    if g.get("risk_upper") is not None:
+        held = "held" if g.get("held") else "not certified"
+        at = (100 * ch["escalation"], 100 * (reference - g["risk_upper"]))
+        ax.plot(*at, "P", color="C6", ms=8, label=f"chosen, guaranteed ({held})", zorder=3)
     fixed_at = (100 * fx["escalation_rate"], 100 * fx["accuracy"])
     ax.plot(*fixed_at, "kD", ms=7, label="fixed 0.95 / 0.90", zorder=3)
-    lo = min(report["tiers_alone"].values())
+    lo = min(min(report["tiers_alone"].values()), reference - (g.get("risk_upper") or 0.0))
     ax.set_ylim(100 * lo - 0.5, 100.2)
     right = max(25.0, 250 * ch["escalation"], 150 * fx["escalation_rate"])
     ax.set_xlim(-1, min(101.0, right))

@@ -1,10 +1,11 @@
 """``edgeladder calibrate``: from a build to a ladder.json with thresholds chosen for a target.
 
-Per stage on the calibration split (validation by default, never test): fit the temperature,
-measure ECE before and after, compute every gate measure's confidence with ``ladder.gate`` (the
-board's own integer code) and its AUROC, pick a measure; then sweep the thresholds, choose a
-point for the target, and write ``ladder.json``, ``calibration.json`` and ``calibration.png``.
-docs/calibration.md explains the choices.
+Per stage on the calibration split (out-of-fold or validation by default, never test): fit the
+temperature, measure ECE before and after, compute every gate measure's confidence with
+``ladder.gate`` (the board's own integer code) and its AUROC, pick a measure; then sweep the
+thresholds, certify them (guarantee.py, Learn-then-Test), choose a point for the target, and
+write ``ladder.json``, ``calibration.json`` and ``calibration.png``. docs/calibration.md explains
+the choices.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from edgeladder.boards import registry as boards
 from edgeladder.policy import config as ladderconfig
 from edgeladder.policy import replay as cascade_eval
-from edgeladder.policy.calibrate import bounds, metrics, scores, sweep, temperature
+from edgeladder.policy.calibrate import bounds, guarantee, metrics, scores, sweep, temperature
 from edgeladder.policy.calibrate.errors import CalibrationError, TargetNotMetError
 from edgeladder.util.atomic import write_text
 from ladder import gate
@@ -47,10 +48,12 @@ class Options:
     costs: dict[str, float] = field(default_factory=dict)  # by stage name or where
     budgets: dict[str, int] = field(default_factory=dict)  # budget_ms by stage name or where
     rtts: dict[str, int] = field(default_factory=dict)  # expected_rtt_ms, same keys
-    split: str = "val"
+    split: str = "auto"  # auto (scores.default_split) | val | train+val | oof
     best_effort: bool = False
     robust: bool = True
-    confidence: float = bounds.DEFAULT_CONFIDENCE  # of the error-rate bound (docs/calibration.md)
+    # of the guarantee and of the error-rate bounds (docs/calibration.md)
+    confidence: float = bounds.DEFAULT_CONFIDENCE
+    require_guarantee: bool = False  # fail rather than fall back when nothing is certified
     out: Path | None = None  # ladder.json; calibration.json/png go beside it
     plot: bool = True
 
@@ -171,13 +174,31 @@ def _stage_report(
     }
 
 
+def _splits() -> tuple[str, ...]:
+    """What --split accepts: auto and the calibration splits (oof even before scores has it:
+    a build that cannot give it says so when scored)."""
+    return tuple(dict.fromkeys(("auto", *scores.CALIBRATION_SPLITS, "oof")))
+
+
+def resolve_split(info: scores.BuildInfo, split: str) -> str:
+    """``auto``: the build's own default (out-of-fold for cross-fitted builds, else val)."""
+    if split != "auto":
+        return split
+    default = getattr(scores, "default_split", None)
+    return default(info) if default is not None else "val"
+
+
 def _check_options(opts: Options) -> None:
-    if opts.split not in scores.CALIBRATION_SPLITS:
+    if opts.split not in _splits():
         hint = " (the test split is for reporting; calibrating on it would flatter the ladder)"
         raise CalibrationError(
             f"cannot calibrate on split {opts.split!r}{hint if opts.split == 'test' else ''};"
-            f" use {' or '.join(scores.CALIBRATION_SPLITS)}"
+            f" use {', '.join(_splits())}"
         )
+    if opts.require_guarantee and not opts.robust:
+        raise CalibrationError("give --require-guarantee or --no-robust, not both")
+    if opts.require_guarantee and opts.max_escalation is not None:
+        raise CalibrationError("--require-guarantee needs --target-accuracy, not --max-escalation")
     if opts.measure != "auto" and opts.measure not in gate.MEASURES:
         raise CalibrationError(
             f"unknown measure {opts.measure!r}; use auto, {', '.join(gate.MEASURES)}"
@@ -203,7 +224,13 @@ def calibrate(build: str | Path, opts: Options | None = None) -> Result:
     _check_options(opts)
     info = scores.load_build(scores.find_build(build))
     plan = plan_stages(info)
-    stage_scores, y = scores.score_split(info, [p.name for p in plan], opts.split)
+    split = resolve_split(info, opts.split)
+    if split not in scores.CALIBRATION_SPLITS:
+        raise CalibrationError(
+            f"split {split!r} is not available here; use {' or '.join(scores.CALIBRATION_SPLITS)}",
+            info.build_dir,
+        )
+    stage_scores, y = scores.score_split(info, [p.name for p in plan], split)
     reports = [_stage_report(st, y, opts.measure, opts.confidence) for st in stage_scores]
     cost_table = {**cascade_eval.DEFAULT_COSTS, **opts.costs}
     costs = {p.name: float(_lookup(cost_table, p, 0.0)) for p in plan}
@@ -214,11 +241,13 @@ def calibrate(build: str | Path, opts: Options | None = None) -> Result:
     expected = np.stack([r["_p_answer"] for r in reports[:-1]] + [correct[:, -1]], axis=1)
     bound = np.stack([r["_p_bound"] for r in reports[:-1]] + [correct[:, -1]], axis=1)
     sw = sweep.sweep(conf, correct, cost_list, expected=expected, bound=bound)
+    sw.risk_upper = guarantee.risk_upper(sw.losses, sw.n, opts.confidence)
     reference = reports[-1]["accuracy"]
 
     if opts.max_escalation is not None:
         target = {"mode": "max_escalation", "max_escalation": opts.max_escalation}
         choice = sweep.choose_for_escalation(sw, opts.max_escalation)
+        promise = guarantee.describe_bound(sw, choice.index, opts.confidence)
     else:
         goal = reference + opts.target_accuracy
         target = {
@@ -228,18 +257,30 @@ def calibrate(build: str | Path, opts: Options | None = None) -> Result:
             "reference_accuracy": reference,
             "accuracy": goal,
         }
-        choice = sweep.choose_for_accuracy(sw, goal, robust=opts.robust)
+        delta = -opts.target_accuracy
+        choice, promise = guarantee.choose_for_accuracy(
+            sw,
+            goal,
+            delta,
+            opts.confidence,
+            robust=opts.robust,
+            require=opts.require_guarantee,
+        )
         if choice is None:
             best = sweep.most_accurate(sw)
             if not opts.best_effort:
                 raise TargetNotMetError(
-                    f"no threshold setting reaches accuracy {goal:.2%} on the {opts.split} split"
+                    f"no threshold setting reaches accuracy {goal:.2%} on the {split} split"
                     f" ({plan[-1].name} alone {reference:.2%} {opts.target_accuracy:+.2%}); the"
                     f" best reachable is {sw.accuracy[best]:.2%} at"
                     f" {sw.escalation[best]:.1%} escalation: lower --target-accuracy, or pass"
                     " --best-effort to take that point"
                 )
             choice = sweep.Choice(best, False, {"note": "target not met; best effort"})
+            cert = guarantee.certify(sw, delta, opts.confidence)
+            promise = guarantee.describe(
+                sw, best, cert, require=opts.require_guarantee, chosen_by="best effort"
+            )
 
     thresholds = sw.thresholds[choice.index]
     cfg = _ladder_config(info, plan, reports, thresholds, opts, stage_scores[0])
@@ -256,7 +297,8 @@ def calibrate(build: str | Path, opts: Options | None = None) -> Result:
     report = {
         "task": info.name,
         "build": str(info.build_dir),
-        "split": opts.split,
+        "split": split,  # the split used (--split auto resolves to one)
+        "split_requested": opts.split,
         "inputs": len(y),
         "model_version": cfg.model_version,
         "target": target,
@@ -278,6 +320,7 @@ def calibrate(build: str | Path, opts: Options | None = None) -> Result:
             "evidence": _evidence(
                 sw, choice.index, conf, correct, {"expected": expected, "bound": bound}
             ),
+            "guarantee": promise,
             "ladder": chosen_eval.summary(),
         },
         "fixed_threshold": {

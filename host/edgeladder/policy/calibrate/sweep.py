@@ -3,7 +3,8 @@
 Inputs are per-stage Q16 gate confidences (ladder.gate.confidence, computed once) and per-stage
 right/wrong flags on the calibration split. A setting gives each stage a threshold; the last
 stage always answers (threshold 0). The board's threshold is swept over every distinct
-confidence it produced (every distinct outcome), plus 0 (never escalate) and 65536 (always);
+confidence it produced (every distinct outcome), plus 0 (never escalate) and 65536 (everything
+but what it is saturated on: a saturated softmax gives exactly 65536);
 the middle stages over a coarse grid of quantiles. Everything is vectorized over the board's
 thresholds: a few thousand settings on a few hundred inputs take milliseconds.
 """
@@ -34,11 +35,16 @@ class Sweep:
     cost: np.ndarray  # (P,) expected cost units per input
     errors: np.ndarray  # (P,) wrong answers (integer, for the robustness rules)
     n: int
+    # (P,) inputs the ladder gets wrong and the last stage alone gets right (integer): the
+    # 0/1 loss whose rate Learn-then-Test bounds (guarantee.py); None on hand-made sweeps
+    losses: np.ndarray | None = None
     # (P,) the accuracy the stages' calibrated probabilities predict (see `sweep`), or None
     expected_accuracy: np.ndarray | None = None
     # (P,) the same with the pessimistic probabilities (bounds.py): the accuracy the split can
     # promise at the stated confidence, or None
     bound_accuracy: np.ndarray | None = None
+    # (P,) the one-sided Clopper-Pearson bound on that loss rate (guarantee.risk_upper), or None
+    risk_upper: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.accuracy)
@@ -53,17 +59,24 @@ class Sweep:
             "errors": int(self.errors[i]),
             "expected_accuracy": _at(self.expected_accuracy, i),
             "bound_accuracy": _at(self.bound_accuracy, i),
+            "losses": None if self.losses is None else int(self.losses[i]),
+            "risk_upper": _at(self.risk_upper, i),
         }
 
     def columns(self) -> dict:
         """Column lists for calibration.json (compact: one list per field)."""
-        return {
+        out = {
             "thresholds": self.thresholds.astype(int).tolist(),
             "accuracy": np.round(self.accuracy, 6).tolist(),
             "escalation": np.round(self.escalation, 6).tolist(),
             "reach_last": np.round(self.reach[:, -1], 6).tolist(),
             "cost": np.round(self.cost, 6).tolist(),
         }
+        if self.losses is not None:
+            out["losses"] = self.losses.astype(int).tolist()
+        if self.risk_upper is not None:
+            out["risk_upper"] = np.round(self.risk_upper, 6).tolist()
+        return out
 
 
 def _at(column: np.ndarray | None, i: int) -> float | None:
@@ -100,6 +113,7 @@ def sweep(
     expected: (N, S) the probability that each stage's answer is right (its temperature-scaled
     softmax at the class it answers); swept like ``correct`` into ``expected_accuracy``.
     bound: (N, S) the same with the pessimistic temperatures; swept into ``bound_accuracy``.
+    ``losses`` counts the inputs a setting gets wrong that the last stage alone gets right.
     """
     conf = np.asarray(conf, np.int64)
     correct = np.asarray(correct, bool)
@@ -117,7 +131,7 @@ def sweep(
         if v is not None
     }
     rows_soft: dict[str, list[np.ndarray]] = {k: [] for k in soft}
-    rows_t, rows_ok, rows_esc, rows_reach, rows_cost = [], [], [], [], []
+    rows_t, rows_ok, rows_loss, rows_esc, rows_reach, rows_cost = [], [], [], [], [], []
     for mids in itertools.product(*grids) if s > 2 else [()]:
         # What happens to each input once it leaves the board, for these middle thresholds:
         # right or wrong, which stage it ends at, what it costs.
@@ -145,6 +159,7 @@ def sweep(
             )
         )
         rows_ok.append(ok.sum(axis=1))
+        rows_loss.append((~ok & correct[None, :, -1]).sum(axis=1))
         rows_esc.append(esc.mean(axis=1))
         rows_reach.append(reach)
         rows_cost.append((esc * down_cost[None, :]).mean(axis=1) + cost[0])
@@ -157,6 +172,7 @@ def sweep(
         cost=np.concatenate(rows_cost),
         errors=n - n_ok,
         n=n,
+        losses=np.concatenate(rows_loss).astype(np.int64),
         expected_accuracy=np.concatenate(rows_soft["expected"]) if "expected" in soft else None,
         bound_accuracy=np.concatenate(rows_soft["bound"]) if "bound" in soft else None,
     )
@@ -175,7 +191,7 @@ class Choice:
     rules: dict  # which rules held at the chosen point, and notes
 
 
-def _cheapest(sw: Sweep, rows: np.ndarray) -> int:
+def cheapest(sw: Sweep, rows: np.ndarray) -> int:
     """Lowest escalation off the board, then lowest cost, then highest accuracy."""
     order = np.lexsort(
         (sw.thresholds[rows, 0], -sw.accuracy[rows], sw.cost[rows], sw.escalation[rows])
@@ -220,17 +236,14 @@ def choose_for_accuracy(sw: Sweep, target: float, *, robust: bool = True) -> Cho
     highest bound (then the calibrated estimate) is taken -- the safe side, escalating more --
     and the choice says so.
     """
-    meets = sw.accuracy >= target - _EPS
+    meets, flat, calibrated, bounded = _rule_masks(sw, target)
     if not meets.any():
         return None
-    flat = plateau(sw, meets)
-    calibrated = _soft_meets(sw.expected_accuracy, target, len(sw))
-    bounded = _soft_meets(sw.bound_accuracy, target, len(sw))
     good = meets & flat & calibrated & bounded
     if not robust:
-        i = _cheapest(sw, np.flatnonzero(meets))
+        i = cheapest(sw, np.flatnonzero(meets))
     elif good.any():
-        i = _cheapest(sw, np.flatnonzero(good))
+        i = cheapest(sw, np.flatnonzero(good))
     else:
         i = _safest(sw, np.flatnonzero(meets))
     rules = {
@@ -248,12 +261,29 @@ def choose_for_accuracy(sw: Sweep, target: float, *, robust: bool = True) -> Cho
     return Choice(i, bool(good[i]), rules)
 
 
+def _rule_masks(sw: Sweep, target: float) -> tuple[np.ndarray, ...]:
+    """Per point: meets the target, on a plateau, by the calibrated estimate, by the bound."""
+    meets = sw.accuracy >= target - _EPS
+    return (
+        meets,
+        plateau(sw, meets),
+        _soft_meets(sw.expected_accuracy, target, len(sw)),
+        _soft_meets(sw.bound_accuracy, target, len(sw)),
+    )
+
+
+def rules_at(sw: Sweep, target: float, i: int) -> dict:
+    """Which of choose_for_accuracy's rules hold at point ``i`` (for a point chosen otherwise)."""
+    masks = [bool(m[i]) for m in _rule_masks(sw, target)]
+    return dict(zip(("meets_target", "plateau", "calibrated", "bound"), masks, strict=True))
+
+
 def _safest(sw: Sweep, rows: np.ndarray) -> int:
     """The highest bound accuracy, then calibrated estimate, then the cheapest of those."""
     for column in (sw.bound_accuracy, sw.expected_accuracy):
         if column is not None:
             rows = rows[column[rows] >= column[rows].max() - _EPS]
-    return _cheapest(sw, rows)
+    return cheapest(sw, rows)
 
 
 def choose_for_escalation(sw: Sweep, max_escalation: float) -> Choice | None:
@@ -263,11 +293,11 @@ def choose_for_escalation(sw: Sweep, max_escalation: float) -> Choice | None:
     if not len(rows):
         return None
     best = sw.accuracy[rows].max()
-    i = _cheapest(sw, rows[sw.accuracy[rows] >= best - _EPS])
+    i = cheapest(sw, rows[sw.accuracy[rows] >= best - _EPS])
     return Choice(i, True, {"max_escalation": max_escalation})
 
 
 def most_accurate(sw: Sweep) -> int:
     """The most accurate point (ties: the cheapest): the best reachable figure."""
     best = sw.accuracy.max()
-    return _cheapest(sw, np.flatnonzero(sw.accuracy >= best - _EPS))
+    return cheapest(sw, np.flatnonzero(sw.accuracy >= best - _EPS))
