@@ -40,16 +40,24 @@ def _conv(
     rank: int,
     input_shape: Sequence[int],
     classes: int,
-    layers: tuple[Sequence[int], int, int, Sequence[int], float, str],
+    layers: tuple[Sequence[int], int, int, Sequence[int], float, str, int],
 ) -> Any:
-    """``layers``: (filters, kernel, pool, dense units, dropout, head), as the recipe says."""
-    filters, kernel, pool, dense_units, dropout, head = layers
+    """``layers``: (filters, kernel, pool, dense units, dropout, head, downsample), as the
+    recipe says. ``downsample`` > 1 averages that many steps (pixels per axis) before the first
+    convolution: a long series costs the board that factor fewer MACs and activations."""
+    filters, kernel, pool, dense_units, dropout, head, downsample = layers
     k = _keras()
     conv = k.layers.Conv1D if rank == 1 else k.layers.Conv2D
     pooling = k.layers.MaxPooling1D if rank == 1 else k.layers.MaxPooling2D
+    averaging = k.layers.AveragePooling1D if rank == 1 else k.layers.AveragePooling2D
     gap = k.layers.GlobalAveragePooling1D if rank == 1 else k.layers.GlobalAveragePooling2D
     layers = [k.Input(shape=tuple(input_shape))]
     size = min(input_shape[:-1])
+    if downsample > 1:
+        if downsample > size:
+            raise RecipeError(f"downsample {downsample} is longer than the input ({size})")
+        layers.append(averaging(int(downsample)))
+        size //= int(downsample)
     for f in filters:
         layers.append(conv(int(f), kernel, padding="same", activation="relu"))
         # Pool only while the feature map stays at least 2 wide afterwards.
@@ -81,10 +89,12 @@ def _conv_arch(dims: int, layout: str, doc: str) -> Callable[..., Any]:
         dense: Sequence[int] = (),
         dropout: float = 0.0,
         head: str = "flatten",
+        downsample: int = 1,
     ) -> Any:
         if len(input_shape) != dims + 1:
             raise RecipeError(f"{name} needs samples shaped {layout}, got {tuple(input_shape)}")
-        return _conv(dims, input_shape, classes, (filters, kernel, pool, dense, dropout, head))
+        spec = (filters, kernel, pool, dense, dropout, head, int(downsample))
+        return _conv(dims, input_shape, classes, spec)
 
     # the name shows in a bad parameter's TypeError ("conv1d() got an unexpected keyword ...")
     arch.__name__ = arch.__qualname__ = name

@@ -2,7 +2,8 @@
 
 Each Dense/Conv kernel keeps its largest-magnitude weights; the rest are set to zero and
 held there while the model fine-tunes. Sparsity rises along a cubic schedule (fast at
-first, gentle at the end, as in Zhu & Gupta 2017) to the target by the last epoch.
+first, gentle at the end, as in Zhu & Gupta 2017) to the target, which it then holds for the
+last epochs of the fine-tuning.
 
 What it buys, honestly: zero weights compress well (a smaller download and flash image when
 the model is stored compressed), but the int8 kernels of LiteRT, TFLite Micro and our board
@@ -43,9 +44,15 @@ def magnitude_mask(w: np.ndarray, sparsity: float) -> np.ndarray:
     return mask.reshape(w.shape)
 
 
+RAMP = 0.6  # share of the fine-tuning epochs over which sparsity rises; the rest recover
+
+
 def schedule(epoch: int, epochs: int, target: float) -> float:
-    """Sparsity at the end of ``epoch`` (0-based): cubic ramp reaching ``target`` at the end."""
-    t = min(1.0, (epoch + 1) / max(1, epochs))
+    """Sparsity during ``epoch`` (0-based): a cubic ramp reaching ``target`` after the first
+    RAMP of the epochs, then held while the remaining epochs recover the accuracy (pruning
+    that ends on its last epoch leaves no time to heal the final cut)."""
+    ramp = max(1, round(RAMP * epochs))
+    t = min(1.0, (epoch + 1) / ramp)
     return target * (1.0 - (1.0 - t) ** 3)
 
 

@@ -17,6 +17,8 @@ from edgeladder.boards import registry as boards
 from edgeladder.errors import RecipeError
 
 RECIPE_FILE = "recipe.toml"
+CROSSFIT_BELOW = 500  # "auto": cross-fit when train + validation hold fewer inputs than this
+_CROSSFIT = {"auto": "auto", "on": "on", "off": "off", True: "on", False: "off"}
 _TRAIN_KEYS = {"epochs", "batch_size", "learning_rate", "patience", "augment"}
 _TIER_KEYS = _TRAIN_KEYS | {"arch", "board", "teacher", "distill", "prune"}
 
@@ -25,6 +27,8 @@ _TIER_KEYS = _TRAIN_KEYS | {"arch", "board", "teacher", "distill", "prune"}
 class PruneSpec:
     sparsity: float
     epochs: int = 10
+    # the most int8 validation accuracy pruning may cost; beyond it the unpruned model ships
+    max_loss: float = 0.01
 
 
 @dataclass
@@ -56,6 +60,9 @@ class Recipe:
     tiers: list[TierSpec]
     path: str = ""
     golden_count: int = 8
+    # k-fold cross-fitting: "auto" (below CROSSFIT_BELOW train+validation inputs), "on", "off"
+    crossfit: str = "auto"
+    folds: int = 5
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -121,6 +128,8 @@ def _from_dict(raw: dict[str, Any], file: Path) -> Recipe:
             alpha=float(distill.get("alpha", 0.7)),
             temperature=float(distill.get("temperature", 3.0)),
             golden_count=int(raw.get("golden_count", 8)),
+            crossfit=_crossfit_mode(data.get("crossfit", "auto"), fail),
+            folds=int(data.get("folds", 5)),
             tiers=tiers,
             path=str(file),
         ),
@@ -135,6 +144,13 @@ _DEFAULT_TRAIN = {
     "patience": 12,
     "augment": "",
 }
+
+
+def _crossfit_mode(value: Any, fail) -> str:
+    mode = _CROSSFIT.get(value) if isinstance(value, bool | str) else None
+    if mode is None:
+        fail(f"[data] crossfit must be auto, on or off (or true/false), got {value!r}")
+    return mode
 
 
 def _tier(name: str, t: dict[str, Any], train: dict[str, Any], fail) -> TierSpec:
@@ -165,6 +181,8 @@ def _tier(name: str, t: dict[str, Any], train: dict[str, Any], fail) -> TierSpec
         prune = PruneSpec(**prune)
         if not 0 < prune.sparsity < 1:
             fail(f"tier {name!r}: prune.sparsity must be between 0 and 1")
+        if not 0 <= prune.max_loss < 1:
+            fail(f"tier {name!r}: prune.max_loss must be in [0, 1), a share of accuracy")
     merged = {k: t.get(k, train[k]) for k in _TRAIN_KEYS}
     return TierSpec(
         name=name,
@@ -198,11 +216,22 @@ def _finish(r: Recipe, fail) -> Recipe:
         fail(f"[distill] alpha must be in [0, 1], got {r.alpha}")
     if r.temperature <= 0:
         fail(f"[distill] temperature must be > 0, got {r.temperature}")
+    if not 2 <= r.folds <= 20:
+        fail(f"[data] folds must be 2..20, got {r.folds}")
     return r
 
 
+def crossfits(recipe: Recipe, pooled_inputs: int) -> bool:
+    """Whether ``recipe`` trains with k-fold cross-fitting on ``pooled_inputs`` inputs."""
+    if recipe.crossfit == "auto":
+        return pooled_inputs < CROSSFIT_BELOW
+    return recipe.crossfit == "on"
+
+
 # Default tiers by input rank (sample shape without the batch axis): the architecture that
-# fits the data, at three sizes. Sizes keep `tiny` inside an ESP32's budget.
+# fits the data, at three sizes. `default_recipe` then scales them to the data (docs/recipes.md):
+# long inputs are averaged down first, small datasets get smaller batches, more epochs and more
+# dropout; the build then checks the board tier against its board (`fit_board_tier`).
 _DEFAULT_TIERS: dict[int, dict[str, dict[str, Any]]] = {
     1: {
         "tiny": {"arch": "dense", "units": [16], "board": "esp32"},
@@ -238,9 +267,44 @@ _DEFAULT_TIERS: dict[int, dict[str, dict[str, Any]]] = {
     },
 }
 
+# The longest side (steps of a series, pixels of an image) each default tier convolves over;
+# a longer input is averaged down by the smallest whole factor that brings it within.
+_MAX_SIDE = {
+    2: {"tiny": 64, "medium": 128, "large": 256},
+    3: {"tiny": 16, "medium": 32, "large": 64},
+}
+SMALL_DATA = 500  # below this many train + validation inputs, the small-data rules apply
 
-def default_recipe(source: str | Path, input_rank: int, *, seed: int = 0) -> Recipe:
-    """Three tiers chosen from the input rank, for a dataset that has no recipe."""
+
+def _scaled(tiers: dict[str, dict[str, Any]], rank: int, shape, samples: int | None) -> None:
+    """Scale the default tiers to the input's size and the number of samples, in place."""
+    if shape is not None and rank in _MAX_SIDE:
+        side = max(int(v) for v in shape[:-1])
+        for name, t in tiers.items():
+            factor = -(-side // _MAX_SIDE[rank][name])  # ceil
+            if factor > 1:
+                t["downsample"] = factor
+    if samples is not None and samples < SMALL_DATA:
+        # Few inputs: several updates per epoch, a patient early stop, more dropout off the
+        # board (the tiny tier has too few weights to overfit much).
+        for name, t in tiers.items():
+            t["batch_size"] = max(8, min(32, samples // 16))
+            t["epochs"] = 200
+            t["patience"] = 30
+            if name != "tiny":
+                t["dropout"] = max(float(t.get("dropout", 0.0)), 0.3)
+
+
+def default_recipe(
+    source: str | Path,
+    input_rank: int,
+    *,
+    seed: int = 0,
+    input_shape: tuple[int, ...] | None = None,
+    samples: int | None = None,
+) -> Recipe:
+    """Three tiers chosen from the input rank, for a dataset that has no recipe; scaled to
+    ``input_shape`` and to ``samples`` (train + validation inputs) when they are given."""
     if input_rank not in _DEFAULT_TIERS:
         raise RecipeError(
             f"no default tiers for samples of rank {input_rank}; expected (F,), (T, C) or"
@@ -248,10 +312,13 @@ def default_recipe(source: str | Path, input_rank: int, *, seed: int = 0) -> Rec
             source,
         )
     tiers = {k: dict(v) for k, v in _DEFAULT_TIERS[input_rank].items()}
+    _scaled(tiers, input_rank, input_shape, samples)
     tiers["large"]["teacher"] = True
     raw = {
         "task": Path(str(source)).stem,
         "data": {"source": str(Path(source).resolve()), "seed": seed, "normalize": "standard"},
         "tiers": tiers,
     }
-    return _from_dict(raw, Path(str(source)))
+    recipe = _from_dict(raw, Path(str(source)))
+    recipe.extra["default"] = True  # the build may reshape a default board tier to fit
+    return recipe
