@@ -1,30 +1,37 @@
 """Build, calibrate and score edgeladder on public datasets it was never tuned on.
 
     python bench/unseen/run.py OUT [--data DIR] [--only NAME,NAME,...] [--timeout S]
-                               [--edgeladder EXE] [--epochs N] [--force]
+                               [--edgeladder EXE] [--epochs N] [--force] [--task DIR ...]
+    python bench/unseen/run.py --table-from OUT/results.json   # the table and summary again
 
 Per dataset, as a user would, with the ``edgeladder`` command next to this interpreter (or
 ``--edgeladder``) and whatever ``PYTHONPATH`` is set to:
 
 1. ``edgeladder build --dataset DIR/NAME.npz --out OUT/NAME --json``
-2. ``edgeladder calibrate OUT/NAME --json`` (thresholds on the validation split)
+2. ``edgeladder calibrate OUT/NAME --json`` (thresholds on the split it picks: validation, or
+   out-of-fold for a cross-fitted build)
 3. ``edgeladder evaluate OUT/NAME --json`` when the command exists (its output is kept in the
-   results as it is);
+   results as it is).
 
-then, in this process, the test-split figures: every tier alone, the calibrated ladder
-(``OUT/NAME/ladder.json``) and the fixed 0.95 / 0.90 thresholds, replayed with
-``edgeladder.policy.replay`` on the int8 logits that ``edgeladder.policy.calibrate.scores``
-computes (the board tier on the board engine when the simulator is installed), and the
-classical reference (``edgeladder.build.reference``: k-NN, logistic regression, DTW 1-NN)
-fitted on the build's train split and scored on its test split. The figures are computed the
-same way whatever the code under test has, so a before and an after table compare.
+``--task DIR`` adds a recipe task (``edgeladder build DIR --out OUT/NAME``, e.g.
+``models/digits``) as a row of its own, marked as a task and left out of the summary.
+
+The table takes the test-split figures of ``edgeladder evaluate`` when there are some (else
+calibrate's ``test`` block, else its own). Its own, computed in this process the same way
+whatever the code under test has, so that a before and an after table compare: every tier
+alone, the calibrated ladder (``OUT/NAME/ladder.json``) and the fixed 0.95 / 0.90 thresholds,
+replayed with ``edgeladder.policy.replay`` on the int8 logits that
+``edgeladder.policy.calibrate.scores`` computes (the board tier on the board engine when the
+simulator is installed); a disagreement with ``evaluate`` is noted. And the classical reference
+(``edgeladder.build.reference``: k-NN, logistic regression, DTW 1-NN) fitted on the build's
+train split and scored on its test split (the build's own reference, where it has one, is
+fitted on train + validation; the table shows both).
 
 Missing .npz files are written first by ``datasets.py`` beside this script (``--data``,
-default ``OUT/data``). A command that fails or runs past ``--timeout`` (default 420 s) is noted
-in the table, and the run goes on. Writes ``OUT/results.json`` and ``OUT/table.md``; the
-commands' output goes to ``OUT/logs/``.
+default ``OUT/data``). A command that fails or runs past ``--timeout`` (default 900 s) is noted
+in the table, and the run goes on. Writes ``OUT/results.json`` and ``OUT/table.md`` (the table,
+the build flags and a summary); the commands' output goes to ``OUT/logs/``.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -239,175 +246,3 @@ def reference_figures(build_dir: Path) -> dict[str, Any]:
     return {**res, "source": source, "notes": notes}
 
 
-def run_one(name: str, npz: Path, out: Path, args, exe: str, evaluate: bool) -> dict[str, Any]:
-    build_dir = out / name
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    row: dict[str, Any] = {"dataset": name, "npz": str(npz), "steps": {}, "notes": []}
-
-    def step(what: str, cmd: list[str]) -> dict[str, Any] | None:
-        print(f"  {what} ...", end="", flush=True, file=sys.stderr)
-        r = run_command(cmd, logs / f"{name}.{what}", args.timeout, out)
-        stdout = r.pop("stdout")
-        try:
-            r["json"] = json.loads(stdout) if r["returncode"] == 0 else None
-        except ValueError:
-            r["json"] = None
-            r.setdefault("error", "output is not JSON")
-        row["steps"][what] = {k: v for k, v in r.items() if k != "json"}
-        print(f" {r['seconds']:.0f} s {r.get('error', 'ok')}", file=sys.stderr)
-        if "error" in r:
-            row["notes"].append(f"{what} failed: {r['error']}")
-            return None
-        return r["json"]
-
-    cmd = [exe, "build", "--dataset", str(npz), "--out", str(build_dir), "--json"]
-    if args.epochs:
-        cmd += ["--epochs", str(args.epochs)]
-    if args.force:
-        cmd.append("--force")
-    report = step("build", cmd)
-    if report is None:
-        return row
-    row["split"] = report.get("split")
-    row["n_train"] = (report.get("split") or {}).get("train")
-    row["build_int8"] = {t: r.get("accuracy_int8") for t, r in report.get("tiers", {}).items()}
-    if "reference" in report:
-        row["build_reference"] = report["reference"]
-
-    cal = step("calibrate", [exe, "calibrate", str(build_dir), "--json"])
-    if cal is not None:
-        row["calibrate_val"] = {
-            "ladder": cal["chosen"]["ladder"],
-            "fixed": cal["fixed_threshold"]["ladder"],
-            "tiers_alone": cal["tiers_alone"],
-            "measures": [s["measure"] for s in cal["stages"]],
-            "robust": cal["chosen"].get("robust"),
-        }
-    if evaluate:
-        row["evaluate"] = step("evaluate", [exe, "evaluate", str(build_dir), "--json"])
-
-    for what, fn in (
-        ("test", lambda: figures_on_test(build_dir, ladder=cal is not None)),
-        ("reference", lambda: reference_figures(build_dir)),
-    ):
-        t0 = time.perf_counter()
-        try:
-            row[what] = fn()
-            row["notes"] += row[what].get("notes", [])
-        except Exception as e:  # noted in the table; the other datasets still run
-            row["notes"].append(f"{what} figures failed: {type(e).__name__}: {_short(str(e))}")
-        row["steps"][what] = {"seconds": round(time.perf_counter() - t0, 1)}
-    return row
-
-
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.1f}"
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    head = (
-        "dataset",
-        "n_train",
-        "tiny",
-        "medium",
-        "large",
-        "ladder",
-        "ladder esc.",
-        "fixed 0.95/0.90",
-        "fixed esc.",
-        "ladder ≥ large − 0.3pt?",
-        "classical best",
-        "build s",
-        "notes",
-    )
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        t = r.get("test") or {}
-        tiers = t.get("tiers", {})
-        lad, fx = t.get("ladder") or {}, t.get("fixed") or {}
-        large = tiers.get(t.get("largest", "large"))
-        verdict = "—"
-        if lad and large is not None:
-            gap = lad["accuracy"] - large
-            verdict = "yes" if gap >= -TOLERANCE - 1e-12 else f"no ({100 * gap:+.1f} pt)"
-        ref = r.get("reference") or {}
-        best = ref.get("best")
-        ref_s = "—" if not best else f"{_pct(best['accuracy'])} ({best['name']})"
-        build_s = (r["steps"].get("build") or {}).get("seconds")
-        lines.append(
-            "| "
-            + " | ".join(
-                (
-                    r["dataset"],
-                    str(r.get("n_train", "—")),
-                    _pct(tiers.get("tiny")),
-                    _pct(tiers.get("medium")),
-                    _pct(large),
-                    _pct(lad.get("accuracy")),
-                    _pct(lad.get("escalation_rate")),
-                    _pct(fx.get("accuracy")),
-                    _pct(fx.get("escalation_rate")),
-                    verdict,
-                    ref_s,
-                    "—" if build_s is None else f"{build_s:.0f}",
-                    "; ".join(r["notes"]).replace("|", "/"),
-                )
-            )
-            + " |"
-        )
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("out", type=Path, help="folder for the builds, logs, results.json, table.md")
-    ap.add_argument("--data", type=Path, help="folder of NAME.npz files (default OUT/data)")
-    ap.add_argument("--only", help=f"comma-separated subset of: {', '.join(datasets.SOURCES)}")
-    ap.add_argument("--timeout", type=float, default=420.0, help="seconds per command")
-    ap.add_argument("--edgeladder", help="the edgeladder command (default: beside python)")
-    ap.add_argument("--epochs", type=int, help="cap every tier's epochs (quick trials)")
-    ap.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    args = ap.parse_args(argv)
-
-    out = args.out.resolve()
-    data = (args.data or out / "data").resolve()
-    names = [n.strip() for n in args.only.split(",")] if args.only else list(datasets.SOURCES)
-    exe = _edgeladder_exe(args.edgeladder)
-    code = _code_under_test()
-    evaluate = _has_command(exe, "evaluate")
-    print(f"edgeladder: {exe} (package {code['path']}, commit {code.get('commit', '?')[:7]})")
-    if not evaluate:
-        print("no `edgeladder evaluate`: test figures computed here only")
-
-    results: dict[str, Any] = {
-        "code": code,
-        "edgeladder": exe,
-        "evaluate_command": evaluate,
-        "timeout_s": args.timeout,
-        "datasets": {},
-    }
-    rows = []
-    t_all = time.perf_counter()
-    for name in names:
-        npz = data / f"{name}.npz"
-        if not npz.exists():
-            datasets.write(name, data)
-        print(f"{name}:", file=sys.stderr)
-        t0 = time.perf_counter()
-        row = run_one(name, npz, out, args, exe, evaluate)
-        row["seconds"] = round(time.perf_counter() - t0, 1)
-        rows.append(row)
-        results["datasets"][name] = row
-        results["seconds"] = round(time.perf_counter() - t_all, 1)
-        results["table"] = table(rows)
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    md = table(rows)
-    (out / "table.md").write_text(md + "\n")
-    print(md)
-    print(f"wrote {out / 'results.json'} and {out / 'table.md'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

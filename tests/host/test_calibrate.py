@@ -291,7 +291,16 @@ def test_calibrate_the_digits_build(digits_build, tmp_path, capsys):
     if g["losses"] == 0:  # the closed form
         assert need == math.ceil(math.log(g["alpha"]) / math.log(1 - 0.003))
     # the fallback is the safe side: it escalates at least as much as the point estimate
-    assert walk.escalation_rate <= 0.15
+    cols = report["sweep"]
+    goal = report["target"]["accuracy"]
+    plain = min(e for a, e in zip(cols["accuracy"], cols["escalation"]) if a >= goal - 1e-6)
+    assert walk.escalation_rate >= plain - 1e-6
+    # digits keeps its figures on the held-out test split: within 0.3 points of large alone,
+    # at most 15 % of the inputs off the board
+    test = report["test"]
+    large_test = test["tiers_alone"]["large"]["accuracy"]
+    assert test["ladder"]["accuracy"] >= large_test - 0.003 - 1e-12
+    assert test["ladder"]["escalation_rate"] <= 0.15
     cols = report["sweep"]
     assert len(cols["losses"]) == len(cols["risk_upper"]) == report["sweep"]["count"]
     assert all(0 <= k <= 269 for k in cols["losses"])

@@ -211,3 +211,29 @@ def test_tier_without_arch(tmp_path):
 
 def test_wrong_value_type(tmp_path):
     _fails(_write(tmp_path, _BASE + '[train]\nepochs = "many"\n'), "invalid recipe")
+
+
+def test_prune_max_loss_defaults_to_one_point_and_is_checked(tmp_path):
+    text = _BASE.replace('board = "rpi5"', 'board = "rpi5"\nprune = { sparsity = 0.5 }')
+    assert load_recipe(_write(tmp_path, text)).tiers[1].prune.max_loss == 0.01
+    bad = _BASE.replace(
+        'board = "rpi5"', 'board = "rpi5"\nprune = { sparsity = 0.5, max_loss = 2 }'
+    )
+    _fails(_write(tmp_path, bad), "prune.max_loss must be in [0, 1)")
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"), [('"auto"', "auto"), ("true", "on"), ("false", "off"), ('"on"', "on")]
+)
+def test_crossfit_modes(tmp_path, value, mode):
+    text = _BASE.replace(
+        'source = "sklearn:digits"', f'source = "sklearn:digits"\ncrossfit = {value}'
+    )
+    assert load_recipe(_write(tmp_path, text)).crossfit == mode
+
+
+def test_crossfit_rejects_other_values_and_bad_folds(tmp_path):
+    bad = _BASE.replace('source = "sklearn:digits"', 'source = "sklearn:digits"\ncrossfit = "yes"')
+    _fails(_write(tmp_path, bad), "crossfit must be auto, on or off")
+    folds = _BASE.replace('source = "sklearn:digits"', 'source = "sklearn:digits"\nfolds = 1')
+    _fails(_write(tmp_path, folds), "folds must be 2..20")

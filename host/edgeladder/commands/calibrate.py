@@ -107,12 +107,18 @@ def _pairs_option(name: str, kind: type, default: str, help: str):
     help="ladder.json to write (default: BUILD/ladder.json); calibration.json/.png go beside it.",
 )
 @click.option("--no-plot", is_flag=True, help="Skip calibration.png.")
+@click.option(
+    "--no-test-report",
+    is_flag=True,
+    help="Skip the test split's figures printed (and stored) after choosing.",
+)
 @json_option("calibration.json")
 def calibrate(
     build: Path,
     target_accuracy: float | None,
     no_robust: bool,
     no_plot: bool,
+    no_test_report: bool,
     as_json: bool,
     **options: Any,
 ) -> None:
@@ -130,7 +136,13 @@ def calibrate(
         raise click.UsageError("give --target-accuracy or --max-escalation, not both")
     # the other options are named as Options' fields (--cost is `costs`, ...)
     target = -0.003 if target_accuracy is None else target_accuracy
-    opts = Options(target_accuracy=target, robust=not no_robust, plot=not no_plot, **options)
+    opts = Options(
+        target_accuracy=target,
+        robust=not no_robust,
+        plot=not no_plot,
+        test_report=not no_test_report,
+        **options,
+    )
     result = run(build, opts)
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
@@ -203,6 +215,10 @@ def print_summary(r: dict[str, Any]) -> None:
     rules = r["chosen"]["rules"]
     if "note" in rules:
         console.print(f"[yellow]note:[/] {rules['note']}")
+    if r.get("test"):
+        from edgeladder.policy.evaluate import print_evaluation
+
+        print_evaluation(r["test"], console)
     written = [r["ladder_json"], str(Path(r["ladder_json"]).with_name("calibration.json"))]
     console.print("wrote " + ", ".join(written + ([r["plot"]] if r["plot"] else [])))
 

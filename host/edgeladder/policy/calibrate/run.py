@@ -56,6 +56,7 @@ class Options:
     require_guarantee: bool = False  # fail rather than fall back when nothing is certified
     out: Path | None = None  # ladder.json; calibration.json/png go beside it
     plot: bool = True
+    test_report: bool = True  # after choosing: the test split's figures (policy/evaluate.py)
 
 
 @dataclass
@@ -337,6 +338,19 @@ def calibrate(build: str | Path, opts: Options | None = None) -> Result:
         raise CalibrationError("internal: the sweep and cascade_eval disagree; please report")
     ladderconfig.parse(cfg.to_json(), out)  # what the board and tiers will accept
     ladderconfig.save(out, cfg)
+    if opts.test_report:
+        # After choosing, never before: the held-out test split, reported as it falls.
+        from edgeladder.policy.evaluate import evaluate_ladder
+
+        report["test"] = evaluate_ladder(
+            info,
+            cfg,
+            "test",
+            opts.confidence,
+            opts.target_accuracy if opts.max_escalation is None else None,
+            max_escalation=opts.max_escalation,
+            costs=costs,
+        )
     if plot_path is not None:
         from edgeladder.policy.calibrate.plot import plot_calibration
 
