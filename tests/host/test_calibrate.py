@@ -293,7 +293,9 @@ def test_calibrate_the_digits_build(digits_build, tmp_path, capsys):
     # the fallback is the safe side: it escalates at least as much as the point estimate
     cols = report["sweep"]
     goal = report["target"]["accuracy"]
-    plain = min(e for a, e in zip(cols["accuracy"], cols["escalation"]) if a >= goal - 1e-6)
+    plain = min(
+        e for a, e in zip(cols["accuracy"], cols["escalation"], strict=True) if a >= goal - 1e-6
+    )
     assert walk.escalation_rate >= plain - 1e-6
     # digits keeps its figures on the held-out test split: within 0.3 points of large alone,
     # at most 15 % of the inputs off the board

@@ -96,9 +96,10 @@ def test_ten_inputs_cannot_certify_three_tenths_of_a_point():
     assert 0.997**767 <= 0.1 < 0.997**766
     assert math.ceil(math.log(0.1) / math.log(0.997)) == 767
     choice, g = guarantee.choose_for_accuracy(sw, 1 - 0.003, 0.003, 0.9)
-    # the fallback: the robust rule's own point, never "never escalate" by default
-    rule = sweep.choose_for_accuracy(sw, 1 - 0.003)
+    # the fallback: the robust rule's point among those that escalate something
+    rule = sweep.choose_for_accuracy(sw, 1 - 0.003, escalate=True)
     assert choice.index == rule.index and not choice.rules["guarantee"]
+    assert sw.escalation[choice.index] > 0
     assert not g["held"] and g["needed_inputs"] == 767 and g["inputs"] == 10
     assert "fell back to the robust rule" in g["note"] and "767 inputs" in g["note"]
     with pytest.raises(TargetNotMetError, match="767 inputs"):
@@ -199,3 +200,17 @@ def test_the_guarantee_holds_over_many_calibration_draws():
     assert certified_any > draws / 2  # the test certifies something on most draws
     assert bad / draws <= (1 - confidence) + slack
     assert naive_bad / draws > 0.3
+
+
+def test_an_unsupported_target_never_falls_back_to_never_escalate():
+    # no loss anywhere on 10 inputs; the last point (board threshold 0) escalates nothing
+    sw = _chains([[0] * 11], n=10)
+    assert sw.escalation[-1] == pytest.approx(0.0)
+    plain = sweep.choose_for_accuracy(sw, 1 - 0.003)
+    assert sw.escalation[plain.index] == pytest.approx(0.0)  # the split alone would allow it
+    choice, g = guarantee.choose_for_accuracy(sw, 1 - 0.003, 0.003, 0.9)
+    assert not g["held"] and sw.escalation[choice.index] > 0
+    # certified, the cheapest certified point may escalate nothing: the guarantee covers it
+    big = _chains([[0] * 11], n=5000)
+    choice, g = guarantee.choose_for_accuracy(big, 1 - 0.003, 0.003, 0.9)
+    assert g["held"] and big.escalation[choice.index] == pytest.approx(0.0)

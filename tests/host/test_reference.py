@@ -167,3 +167,14 @@ def test_progress_gets_one_step_and_one_advance_per_row():
     reference_scores(*_shifted_bumps(), time_series=True, progress=Recorder())
     assert calls[0] == ("step", "classical reference", 4)
     assert calls[1:] == [("advance", 1)] * 4
+
+
+def test_large_sets_are_drawn_down_and_the_note_says_so(monkeypatch):
+    monkeypatch.setattr(reference, "MAX_TRAIN", 50)
+    rng = np.random.default_rng(1)
+    y = np.arange(300) % 3
+    x = (y[:, None] + 0.1 * rng.standard_normal((300, 4))).astype(np.float32)
+    out = reference.reference_scores(x, y, x[:30], y[:30], time_series=False)
+    for row in out["rows"]:
+        assert "fitted on 50 of 300 inputs (a stratified draw)" in row["note"]
+        assert row["accuracy"] == 1.0

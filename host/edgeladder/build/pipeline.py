@@ -127,6 +127,12 @@ def build(
 
     split = split_dataset(ds, seed=recipe.seed, validation=recipe.validation, test=recipe.test)
     crossfit = crossfits(recipe, len(split.y_train) + len(split.y_val))
+    smallest = _smallest_class(split)
+    crossfit_note = None
+    if crossfit and smallest < 2 and recipe.crossfit == "auto":
+        # "on" says so as an error (_check_folds); "auto" keeps the validation split
+        crossfit = False
+        crossfit_note = "not cross-fitted: a class has a single train + validation input"
     # Cross-fitted models train on train + validation: their statistics are the pool's.
     fit_on = np.concatenate([split.x_train, split.x_val]) if crossfit else split.x_train
     offset, scale = normalize_stats(fit_on, recipe.normalize)
@@ -149,6 +155,8 @@ def build(
         }
         if (oof := trainer.write_oof(stage)) is not None:
             report["crossfit"] = oof
+        if crossfit_note:
+            report["crossfit_note"] = crossfit_note
         report["reference"] = _reference(norm, ds.input_shape, crossfit, progress)
         report["ranking"], report["flags"] = rank_tiers(report)
         task_info = {
@@ -181,13 +189,17 @@ def build(
     return BuildResult(out, report, reused=False, seconds=time.monotonic() - t0, files=files)
 
 
-def _check_folds(split: Split, folds: int, source: str) -> None:
+def _smallest_class(split: Split) -> int:
     counts = np.bincount(np.concatenate([split.y_train, split.y_val]))
     present = counts[counts > 0]
-    if len(present) and present.min() < 2:
+    return int(present.min()) if len(present) else 0
+
+
+def _check_folds(split: Split, folds: int, source: str) -> None:
+    if (smallest := _smallest_class(split)) < 2:
         raise BuildError(
             f"cross-fitting needs at least 2 inputs of every class in train + validation; a"
-            f" class has {int(present.min())}: add inputs or set [data] crossfit = false",
+            f" class has {smallest}: add inputs or set [data] crossfit = false",
             source,
         )
 

@@ -36,6 +36,10 @@ PAA_MAX_STEPS = 256
 PAA_MIN_STEPS = 16  # below this the series say too little: skip the row instead
 WINDOW_FRACTION = 0.1
 LOGREG_MAX_ITER = 5000
+# The rows are a sanity check in seconds, not a contest: at most this many training inputs
+# (a seeded, class-stratified draw) and this many scored ones; the notes say when they cut.
+MAX_TRAIN = 5000
+MAX_EVAL = 5000
 
 
 class Progress(Protocol):  # the build pipeline's protocol (edgeladder.build.pipeline)
@@ -67,6 +71,13 @@ def reference_scores(
         refs.append(("1-NN DTW", _dtw_1nn))
     if progress is not None:
         progress.step("classical reference", total=len(refs))
+    x_train, y_train, cut_train = _capped(x_train, y_train, MAX_TRAIN)
+    x_eval, y_eval, cut_eval = _capped(x_eval, y_eval, MAX_EVAL)
+    cuts = [
+        f"{what} on {len(y):,} of {n:,} inputs (a stratified draw)"
+        for what, y, n in (("fitted", y_train, cut_train), ("scored", y_eval, cut_eval))
+        if n
+    ]
     rows = []
     for name, fit_predict in refs:
         t0 = time.perf_counter()
@@ -79,6 +90,8 @@ def reference_scores(
         except Exception as e:  # a reference must never stop the build
             row["error"] = f"{type(e).__name__}: {e}"
         row["seconds"] = round(time.perf_counter() - t0, 3)
+        if cuts:
+            row["note"] = "; ".join([*cuts, *([row["note"]] if row["note"] else [])])
         rows.append(row)
         if progress is not None:
             acc = row["accuracy"]
@@ -89,6 +102,22 @@ def reference_scores(
         "rows": rows,
         "best": None if best is None else {"name": best["name"], "accuracy": best["accuracy"]},
     }
+
+
+def _capped(x: np.ndarray, y: np.ndarray, most: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """At most ``most`` rows, drawn per class in proportion (seeded); the original count if
+    it cut, else 0."""
+    if len(y) <= most:
+        return x, y, 0
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    try:
+        pick, _ = train_test_split(idx, train_size=most, stratify=y, random_state=0)
+    except ValueError:  # a class too small to stratify: a plain seeded draw
+        pick, _ = train_test_split(idx, train_size=most, random_state=0)
+    pick = np.sort(pick)
+    return x[pick], y[pick], len(y)
 
 
 def _check(x_train, y_train, x_eval, y_eval, time_series: bool):

@@ -94,9 +94,10 @@ def print_report(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     t = Table(title=f"{report['task']}: int8 accuracy", title_justify="left")
-    cols = ("tier", "board", "params", "MACs", "bytes", "val", "test", "float", "ships", "zeros")
+    cols = ("tier", "board", "params", "MACs", "bytes", "val", "test", "float", "form")
     for col in cols:
-        t.add_column(col, justify="left" if col in ("tier", "board", "ships") else "right")
+        t.add_column(col, justify="left" if col in ("tier", "board", "form") else "right")
+    forms = {"distilled": "KD", "baseline": "labels", "trained": "teacher"}
     for name, r in report["tiers"].items():
         t.add_row(
             name,
@@ -107,31 +108,26 @@ def print_report(report: dict[str, Any]) -> None:
             f"{r['val_accuracy_int8']:.1%}",
             f"{r['accuracy_int8']:.1%}",
             f"{r['accuracy_float']:.1%}",
-            r["selected"] + (" (pruned)" if (r.get("pruning") or {}).get("kept") else ""),
-            f"{r['sparsity']:.0%}",
-        )
-    for row in (report.get("reference") or {}).get("rows", []):
-        acc = row.get("accuracy")
-        t.add_row(
-            f"[dim]{row['name']}[/]",
-            "[dim]reference[/]",
-            "",
-            "",
-            "",
-            "",
-            "-" if acc is None else f"[dim]{acc:.1%}[/]",
-            "",
-            "",
-            "",
+            forms.get(r["selected"], r["selected"])
+            + (f" pruned {r['sparsity']:.0%}" if (r.get("pruning") or {}).get("kept") else ""),
         )
     console = Console()
     console.print(t)
     some = next(iter(report["tiers"].values()))
     console.print(
-        f"val: {some['validation']}; test: the held-out test split; ships: the form chosen on"
-        " val (distilled from the teacher, baseline = labels only, trained = the teacher);"
-        " zeros: share of int8 weights that are zero; reference: scikit-learn, on test"
+        f"val: {some['validation']}; test: the held-out test split; bytes: int8 .tflite;"
+        " form: what ships, chosen on val (KD: distilled from the teacher, labels: the"
+        " label-only baseline; pruned: the share of zero weights)"
     )
+    ref = report.get("reference") or {}
+    rows = [
+        f"{row['name']} {row['accuracy']:.1%}"
+        if row.get("accuracy") is not None
+        else f"{row['name']} -"
+        for row in ref.get("rows", [])
+    ]
+    if rows:
+        console.print("classical reference on test: " + ", ".join(rows), highlight=False)
     for name, r in report["tiers"].items():
         console.print(f"[bold]{name}[/]: {r['selection']}")
         if fitted := r.get("board_fit"):

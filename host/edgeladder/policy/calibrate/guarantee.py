@@ -137,8 +137,9 @@ def choose_for_accuracy(
     Returns the choice and calibration.json's ``guarantee`` object for it.
     """
     cert = certify(sw, delta, confidence)
-    rule = sweep.choose_for_accuracy(sw, target, robust=robust)
     best = None if not cert.count else sweep.cheapest(sw, np.flatnonzero(cert.certified))
+    # Uncertified, the robust rule falls back to a point that escalates something.
+    rule = sweep.choose_for_accuracy(sw, target, robust=robust, escalate=robust and best is None)
     if robust and best is not None:
         rules = sweep.rules_at(sw, target, best)
         choice = sweep.Choice(

@@ -222,7 +222,9 @@ def _soft_meets(column: np.ndarray | None, target: float, n: int) -> np.ndarray:
     return np.ones(n, dtype=bool) if column is None else column >= target - _EPS
 
 
-def choose_for_accuracy(sw: Sweep, target: float, *, robust: bool = True) -> Choice | None:
+def choose_for_accuracy(
+    sw: Sweep, target: float, *, robust: bool = True, escalate: bool = False
+) -> Choice | None:
     """The cheapest point whose accuracy is at least ``target``, robustly; None if none is.
 
     Robust (the default): the point must also (1) sit on a plateau -- the next PLATEAU higher
@@ -237,6 +239,10 @@ def choose_for_accuracy(sw: Sweep, target: float, *, robust: bool = True) -> Cho
     and the choice says so.
     """
     meets, flat, calibrated, bounded = _rule_masks(sw, target)
+    if escalate and (sw.escalation > 0).any():
+        # the fallback of an unsupported target: a point that sends some inputs up, never
+        # "never escalate" (whatever the split seems to allow, it could not show it)
+        meets = meets & (sw.escalation > 0)
     if not meets.any():
         return None
     good = meets & flat & calibrated & bounded
