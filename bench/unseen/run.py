@@ -123,6 +123,10 @@ def run_command(cmd: list[str], log: Path, timeout: float, cwd: Path) -> dict[st
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         timed_out = True
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): the command's group goes too
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
     seconds = round(time.perf_counter() - t0, 1)
     log.with_name(log.name + ".out").write_text(out)
     log.with_name(log.name + ".err").write_text(err)
@@ -494,7 +498,9 @@ def _shipped(r: dict[str, Any]) -> tuple[str, list[str]]:
         parts.append(f"{t} {sel[0]}" + ("+p" if e.get("pruning_kept") else ""))
         base = cands.get("baseline", {}).get("val_accuracy_int8")
         shipped = e.get("val_accuracy_int8", cands[sel]["val_accuracy_int8"])
-        if base is not None and min(shipped, cands[sel]["val_accuracy_int8"]) < base - 1e-9:
+        # the candidates' figures are rounded to 6 places in report.json, the shipped one not
+        worst = round(min(shipped, cands[sel]["val_accuracy_int8"]), 6)
+        if base is not None and worst < base - 1e-9:
             worse.append(f"{t} ({_pct(shipped)} vs baseline {_pct(base)} on validation)")
     return (", ".join(parts) if parts else "—"), worse
 
@@ -803,6 +809,8 @@ def main(argv: list[str] | None = None) -> int:
         help="print the table and summary of an earlier run's results.json, and run nothing",
     )
     args = ap.parse_args(argv)
+    # a SIGTERM ends the command running in its own session too (run_command)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     if args.table_from:
         res = json.loads(args.table_from.read_text())

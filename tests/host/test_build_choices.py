@@ -78,7 +78,7 @@ def test_long_series_are_averaged_down_per_tier(tmp_path):
     r = default_recipe(tmp_path / "x.npz", 2, input_shape=(1460, 1), samples=100)
     ds = {t.name: t.arch_params.get("downsample", 1) for t in r.tiers}
     assert ds == {"tiny": 23, "medium": 12, "large": 6}  # 1460 -> at most 64, 128, 256 steps
-    assert all(t.epochs == 200 and t.batch_size == 8 for t in r.tiers)
+    assert all(t.epochs == 150 and t.batch_size == 8 for t in r.tiers)
     short = default_recipe(tmp_path / "x.npz", 2, input_shape=(24, 1), samples=5000)
     assert all("downsample" not in t.arch_params for t in short.tiers)
     assert all(t.epochs == 60 for t in short.tiers)
@@ -153,3 +153,12 @@ def test_a_small_dataset_is_cross_fitted_and_calibrated_out_of_fold(tmp_path, ca
     cal = json.loads(capsys.readouterr().out)
     assert cal["split"] == "oof" and cal["inputs"] == pooled
     assert "held" in cal["chosen"]["guarantee"] and "test" in cal
+
+
+def test_a_narrow_image_is_averaged_no_further_than_its_short_side(tmp_path):
+    from edgeladder.build.architectures import build_model
+
+    r = default_recipe(tmp_path / "x.npz", 3, input_shape=(400, 5, 1), samples=100)
+    for t in r.tiers:
+        assert t.arch_params["downsample"] <= 5
+        build_model(t.arch, (400, 5, 1), 3, t.arch_params)  # builds: the window fits

@@ -444,13 +444,23 @@ class _Trainer:
         )
 
     def _candidates(
-        self, tier: TierSpec, seed: int, label: str, data: tuple, teacher, epochs=None
+        self,
+        tier: TierSpec,
+        seed: int,
+        label: str,
+        data: tuple,
+        teacher,
+        epochs=None,
+        only: str | None = None,
     ) -> dict[str, _Candidate]:
-        """The forms of ``tier`` worth choosing between, trained on ``data``."""
+        """The forms of ``tier`` worth choosing between (or just ``only``), trained on
+        ``data``."""
         from edgeladder.build.quantize import to_int8_tflite
 
         distil = not tier.teacher and tier.distill and teacher is not None
         kinds = ["distilled", "baseline"] if distil else ["trained"]
+        if only is not None:
+            kinds = [only]
         out = {}
         for kind in kinds:
             model = self._model(tier, seed)
@@ -631,9 +641,9 @@ class _Trainer:
             self.fold_teachers = [fc[kind].model for fc in fold_cands]
         # the shipped model: every pooled input, the folds' epoch count, no early stop
         pool = (self.x_pool, self.y_pool, None, None)
-        final = self._candidates(
-            tier, seed, f"{name} (all {len(self.y_pool)} inputs)", pool, self.teacher, epochs
-        )
+        # only the chosen form: the folds have already said which one is better
+        label = f"{name} (all {len(self.y_pool)} inputs)"
+        final = self._candidates(tier, seed, label, pool, self.teacher, epochs, only=kind)
         chosen = final[kind]
         if pruning is not None:
             pruned = self._pruned(tier, chosen, name, pool, self.teacher)
@@ -649,12 +659,13 @@ class _Trainer:
             "candidates": {
                 kd: {
                     "val_accuracy_int8": round(acc[kd], 6),
+                    # the form not chosen is not trained on every input: no test figure
                     "test_accuracy_int8": round(
-                        _int8_scores(final[kd].tflite, self.s.x_test, kd).accuracy(self.s.y_test)
-                        if kd in final
-                        else float("nan"),
+                        _int8_scores(final[kd].tflite, self.s.x_test, kd).accuracy(self.s.y_test),
                         6,
-                    ),
+                    )
+                    if kd in final
+                    else None,
                     "epochs": epochs[kd],
                 }
                 for kd in acc

@@ -271,7 +271,7 @@ _DEFAULT_TIERS: dict[int, dict[str, dict[str, Any]]] = {
 # a longer input is averaged down by the smallest whole factor that brings it within.
 _MAX_SIDE = {
     2: {"tiny": 64, "medium": 128, "large": 256},
-    3: {"tiny": 16, "medium": 32, "large": 64},
+    3: {"tiny": 16, "medium": 24, "large": 32},
 }
 SMALL_DATA = 500  # below this many train + validation inputs, the small-data rules apply
 
@@ -280,8 +280,9 @@ def _scaled(tiers: dict[str, dict[str, Any]], rank: int, shape, samples: int | N
     """Scale the default tiers to the input's size and the number of samples, in place."""
     if shape is not None and rank in _MAX_SIDE:
         side = max(int(v) for v in shape[:-1])
+        narrow = min(int(v) for v in shape[:-1])  # the pooling window must fit every axis
         for name, t in tiers.items():
-            factor = -(-side // _MAX_SIDE[rank][name])  # ceil
+            factor = min(narrow, -(-side // _MAX_SIDE[rank][name]))  # ceil
             if factor > 1:
                 t["downsample"] = factor
     if samples is not None and samples < SMALL_DATA:
@@ -289,8 +290,8 @@ def _scaled(tiers: dict[str, dict[str, Any]], rank: int, shape, samples: int | N
         # board (the tiny tier has too few weights to overfit much).
         for name, t in tiers.items():
             t["batch_size"] = max(8, min(32, samples // 16))
-            t["epochs"] = 200
-            t["patience"] = 30
+            t["epochs"] = 150
+            t["patience"] = 25
             if name != "tiny":
                 t["dropout"] = max(float(t.get("dropout", 0.0)), 0.3)
 
