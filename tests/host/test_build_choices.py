@@ -162,3 +162,15 @@ def test_a_narrow_image_is_averaged_no_further_than_its_short_side(tmp_path):
     for t in r.tiers:
         assert t.arch_params["downsample"] <= 5
         build_model(t.arch, (400, 5, 1), 3, t.arch_params)  # builds: the window fits
+
+
+def test_the_shipped_epoch_count_is_the_minimum_of_the_mean_fold_curve():
+    from edgeladder.build.training import mean_curve_epochs
+
+    # fold 1 is best at epoch 2, fold 2 at epoch 4; it stopped at 4, so it counts 0.5 onwards
+    curves = [(1.0, 0.6, 0.7, 0.9, 1.2), (1.0, 0.9, 0.8, 0.5)]
+    # means: 1.0, 0.75, 0.75, 0.7, 0.85 -> epoch 4
+    assert mean_curve_epochs(curves) == 4
+    assert mean_curve_epochs([(0.5,)]) == 1
+    with pytest.raises(ValueError):
+        mean_curve_epochs([()])

@@ -15,7 +15,7 @@ import pytest
 
 from edgeladder import cli
 from edgeladder.model.litert import Int8Runner
-from edgeladder.policy.calibrate import scores
+from edgeladder.policy.calibrate import Options, calibrate, scores
 from edgeladder.policy.calibrate.errors import CalibrationError
 
 TIERS = ["tiny", "medium", "large"]
@@ -26,6 +26,8 @@ FOLDS = 5
 def plain(digits_build, tmp_path_factory):
     out = tmp_path_factory.mktemp("crossfit") / "plain"
     shutil.copytree(digits_build.out, out, ignore=shutil.ignore_patterns("*.keras", "c"))
+    # its own ladder.json: the shared build has one only once something has calibrated it
+    calibrate(out, Options(plot=False, test_report=False))
     return out
 
 

@@ -15,7 +15,7 @@ from edgeladder import cli
 from edgeladder.policy import config as ladderconfig
 from edgeladder.policy import evaluate as ev
 from edgeladder.policy import replay
-from edgeladder.policy.calibrate import scores
+from edgeladder.policy.calibrate import Options, calibrate, scores
 from edgeladder.policy.config import LadderConfig, Stage, exp_lut
 
 # -- the intervals, with numbers a person can check
@@ -171,6 +171,8 @@ def build(digits_build, tmp_path_factory):
     """A copy of the digits build (evaluate writes evaluate.json beside the ladder)."""
     out = tmp_path_factory.mktemp("evaluate") / "digits"
     shutil.copytree(digits_build.out, out, ignore=shutil.ignore_patterns("*.keras", "c"))
+    # its own ladder.json: the shared build has one only once something has calibrated it
+    calibrate(out, Options(plot=False, test_report=False))
     return out
 
 

@@ -24,6 +24,7 @@ class FitResult:
     epochs_run: int
     best_val_loss: float | None  # None when trained without a validation set
     best_epoch: int  # 1-based: the epoch whose weights were kept (the last without validation)
+    val_losses: tuple[float, ...] = ()  # per epoch run (empty without validation)
 
 
 def distillation_loss(classes: int, alpha: float, temperature: float):
@@ -130,7 +131,24 @@ def fit(
     losses = history.history["val_loss"]
     best = int(np.argmin(losses))
     kept = best + 1 if restore_best else len(losses)
-    return FitResult(epochs_run=len(losses), best_val_loss=float(losses[best]), best_epoch=kept)
+    return FitResult(
+        epochs_run=len(losses),
+        best_val_loss=float(losses[best]),
+        best_epoch=kept,
+        val_losses=tuple(float(v) for v in losses),
+    )
+
+
+def mean_curve_epochs(curves: list[tuple[float, ...]]) -> int:
+    """The epoch count (1-based) at the minimum of the folds' mean validation-loss curve, as
+    cross-validation picks a number of rounds. A fold that stopped early keeps its last loss
+    for the epochs it did not run (it stopped because the loss had stopped falling)."""
+    curves = [c for c in curves if c]
+    if not curves:
+        raise ValueError("no validation curves")
+    n = max(len(c) for c in curves)
+    padded = np.array([list(c) + [c[-1]] * (n - len(c)) for c in curves])
+    return int(np.argmin(padded.mean(axis=0))) + 1
 
 
 def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool = False):
