@@ -174,3 +174,11 @@ def test_the_shipped_epoch_count_is_the_minimum_of_the_mean_fold_curve():
     assert mean_curve_epochs([(0.5,)]) == 1
     with pytest.raises(ValueError):
         mean_curve_epochs([()])
+
+
+def test_small_data_trains_gently():
+    r = default_recipe("x.npz", 1, input_shape=(13,), samples=142)
+    assert all(t.learning_rate == 0.001 for t in r.tiers)
+    assert (
+        default_recipe("x.npz", 1, input_shape=(13,), samples=5000).tiers[0].learning_rate == 0.003
+    )
