@@ -214,3 +214,14 @@ def test_an_unsupported_target_never_falls_back_to_never_escalate():
     big = _chains([[0] * 11], n=5000)
     choice, g = guarantee.choose_for_accuracy(big, 1 - 0.003, 0.003, 0.9)
     assert g["held"] and big.escalation[choice.index] == pytest.approx(0.0)
+
+
+def test_an_unsupported_target_says_what_the_split_does_support():
+    sw = _chains([[0, 0, 0, 0]], n=10)
+    _, g = guarantee.choose_for_accuracy(sw, 1 - 0.003, 0.003, 0.9)
+    # no loss in 10 at alpha 0.1: 1 - 0.1 ** (1 / 10) = 20.6 %
+    assert g["supported_delta"] == pytest.approx(1 - 0.1**0.1)
+    assert "supports a loss of at most 20.57%" in g["note"]
+    # asked for that, the same split certifies it
+    _, again = guarantee.choose_for_accuracy(sw, 1 - 0.21, 0.21, 0.9)
+    assert again["held"]

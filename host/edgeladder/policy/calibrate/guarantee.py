@@ -195,6 +195,11 @@ def describe(
         "certified_points": cert.count,
         "required": require,
         "chosen_by": chosen_by,
+        # the smallest loss this split could vouch for at the chosen point, tested alone at
+        # the same alpha: what to ask for instead when the target is not supported
+        "supported_delta": None
+        if i is None
+        else bounds.error_rate_upper(int(sw.losses[i]), sw.n, 1.0 - cert.alpha),
     }
     pct = f"{cert.delta:.2%}"
     if g["held"]:
@@ -211,6 +216,10 @@ def describe(
     g["needed_inputs"] = needed_inputs(g["losses"], sw.n, cert.delta, cert.alpha)
     what, fallback = _CHOSEN_BY[chosen_by]
     g["note"] = _why_not(sw, g, cert, what) + ("" if require else f"; {fallback}")
+    g["note"] += (
+        f"; at this point the split supports a loss of at most {g['supported_delta']:.2%}"
+        f" (--target-accuracy {-g['supported_delta']:.4f})"
+    )
     return g
 
 
