@@ -29,7 +29,6 @@ from edgeladder.build.dataset import (
     split_dataset,
 )
 from edgeladder.build.recipe import Recipe, TierSpec, crossfits
-from edgeladder.build.training import mean_curve_epochs
 from edgeladder.errors import BuildError
 from edgeladder.util import atomic
 
@@ -620,8 +619,8 @@ class _Trainer:
         acc = {kind: self._oof_accuracy(parts) for kind, parts in oof.items()}
         sizes = {kind: len(fold_cands[0][kind].tflite) for kind in oof}
         kind, why = select_candidate(acc, sizes, preferred="distilled")
-        # the shipped model's epochs: the minimum of the folds' mean validation-loss curve
-        epochs = {kd: mean_curve_epochs([fc[kd].fit.val_losses for fc in fold_cands]) for kd in oof}
+        # the shipped model's epochs: the median of the folds' early-stopping choices
+        epochs = {kd: int(np.median([fc[kd].fit.best_epoch for fc in fold_cands])) for kd in oof}
         chosen_parts = oof[kind]
         pruning = None
         prune_kept = False

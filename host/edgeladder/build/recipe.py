@@ -286,14 +286,12 @@ def _scaled(tiers: dict[str, dict[str, Any]], rank: int, shape, samples: int | N
             if factor > 1:
                 t["downsample"] = factor
     if samples is not None and samples < SMALL_DATA:
-        # Few inputs: several updates per epoch, a gentler learning rate (the label-only
-        # tiers otherwise overfit in a few epochs), a patient early stop, more dropout off the
+        # Few inputs: several updates per epoch, a patient early stop, more dropout off the
         # board (the tiny tier has too few weights to overfit much).
         for name, t in tiers.items():
             t["batch_size"] = max(8, min(32, samples // 16))
-            t["epochs"] = 150
-            t["patience"] = 25
-            t["learning_rate"] = 0.001
+            t["epochs"] = 200
+            t["patience"] = 30
             if name != "tiny":
                 t["dropout"] = max(float(t.get("dropout", 0.0)), 0.3)
 

@@ -139,18 +139,6 @@ def fit(
     )
 
 
-def mean_curve_epochs(curves: list[tuple[float, ...]]) -> int:
-    """The epoch count (1-based) at the minimum of the folds' mean validation-loss curve, as
-    cross-validation picks a number of rounds. A fold that stopped early keeps its last loss
-    for the epochs it did not run (it stopped because the loss had stopped falling)."""
-    curves = [c for c in curves if c]
-    if not curves:
-        raise ValueError("no validation curves")
-    n = max(len(c) for c in curves)
-    padded = np.array([list(c) + [c[-1]] * (n - len(c)) for c in curves])
-    return int(np.argmin(padded.mean(axis=0))) + 1
-
-
 def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool = False):
     """A tf.data pipeline over in-memory arrays. Keras rebuilds its adapter for numpy inputs on
     every epoch, which costs more than the epoch itself on a small set (about 6x here); the
