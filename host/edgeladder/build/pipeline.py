@@ -690,8 +690,10 @@ class _Trainer:
 
     def _store_oof(self, tier: str, parts: list[_Scores], shipped: bytes) -> None:
         """Out-of-fold answers in pooled order, logits requantized to the shipped model's."""
-        ship = _int8_scores(shipped, self.x_pool[:1], tier)
-        to = (ship.logit_scale, ship.logit_zero_point)
+        from edgeladder.model.litert import Int8Runner
+
+        runner = Int8Runner.from_bytes(shipped, tier)  # only its logits' quantization is needed
+        to = (runner.logits_scale, runner.logits_zero_point)
         n, c = len(self.y_pool), self.classes
         logits = np.zeros((n, c), np.int8)
         outputs = np.zeros((n, c), np.int8)

@@ -17,6 +17,7 @@ from edgeladder.boards import registry as boards
 from edgeladder.errors import RecipeError
 
 RECIPE_FILE = "recipe.toml"
+DEFAULT_TEST = 0.2  # the test fraction of a dataset without x_test, unless the recipe says
 CROSSFIT_BELOW = 500  # "auto": cross-fit when train + validation hold fewer inputs than this
 _CROSSFIT = {"auto": "auto", "on": "on", "off": "off", True: "on", False: "off"}
 _TRAIN_KEYS = {"epochs", "batch_size", "learning_rate", "patience", "augment"}
@@ -123,7 +124,7 @@ def _from_dict(raw: dict[str, Any], file: Path) -> Recipe:
             source=source,
             seed=int(data.get("seed", 0)),
             validation=float(data.get("validation", 0.15)),
-            test=float(data.get("test", 0.2)),
+            test=float(data.get("test", DEFAULT_TEST)),
             normalize=str(data.get("normalize", "standard")),
             alpha=float(distill.get("alpha", 0.7)),
             temperature=float(distill.get("temperature", 3.0)),

@@ -24,7 +24,6 @@ class FitResult:
     epochs_run: int
     best_val_loss: float | None  # None when trained without a validation set
     best_epoch: int  # 1-based: the epoch whose weights were kept (the last without validation)
-    val_losses: tuple[float, ...] = ()  # per epoch run (empty without validation)
 
 
 def distillation_loss(classes: int, alpha: float, temperature: float):
@@ -135,7 +134,6 @@ def fit(
         epochs_run=len(losses),
         best_val_loss=float(losses[best]),
         best_epoch=kept,
-        val_losses=tuple(float(v) for v in losses),
     )
 
 

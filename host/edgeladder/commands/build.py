@@ -45,7 +45,7 @@ def build(
     its C array and golden vectors, plus report.json. An unchanged recipe and dataset reuse
     the previous artifacts.
     """
-    from edgeladder.build.recipe import default_recipe, load_recipe
+    from edgeladder.build.recipe import DEFAULT_TEST, default_recipe, load_recipe
 
     if (task is None) == (dataset is None):
         raise click.UsageError("give a TASK folder or --dataset FILE.npz (one of them)")
@@ -56,7 +56,8 @@ def build(
 
         ds = load_dataset(dataset)
         # the inputs the tiers learn from (train + validation): the split keeps the rest
-        pooled = len(ds.y) if ds.x_test is not None else round(len(ds.y) * 0.8)
+        test = 0.0 if ds.x_test is not None else DEFAULT_TEST
+        pooled = round(len(ds.y) * (1 - test))
         recipe = default_recipe(
             dataset, len(ds.input_shape), input_shape=ds.input_shape, samples=pooled
         )
